@@ -1,0 +1,38 @@
+# Developer verbs. `just setup` first on a fresh machine (or use the README's one-liners).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+bin := ".venv/bin"
+
+default:
+    @just --list
+
+# Create .venv and install Hoomi with its development tools.
+setup:
+    python3 -m venv .venv
+    {{bin}}/python -m pip install -q --upgrade pip
+    {{bin}}/python -m pip install -q -e '.[dev]'
+
+# ruff (lint + format check) and mypy --strict.
+lint:
+    {{bin}}/ruff check .
+    {{bin}}/ruff format --check .
+    {{bin}}/mypy
+
+# Lint, check that generated docs are fresh, run the whole test suite.
+test *args: lint
+    {{bin}}/python tools/gendocs.py --check
+    {{bin}}/python -m pytest {{args}}
+
+# Regenerate docs/protocol.md and docs/state-machine.mmd from spec/.
+docs:
+    {{bin}}/python tools/gendocs.py
+
+# Benchmarks (not part of the test suite); results land in bench/results/.
+bench:
+    mkdir -p bench/results
+    {{bin}}/python bench/bench_codec.py --json bench/results/codec.json
+
+# Format the code.
+fmt:
+    {{bin}}/ruff check --fix .
+    {{bin}}/ruff format .
