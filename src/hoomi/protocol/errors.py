@@ -38,6 +38,7 @@ class CloseCode(enum.IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
     INVALID_PAYLOAD = 1007
     TOO_BIG = 1009

@@ -29,12 +29,14 @@ class State(enum.StrEnum):
 
 
 class Event(enum.StrEnum):
+    NO_SUBPROTOCOL = "no_subprotocol"
     HELLO = "hello"
     REQUEST = "request"
     BAD_FRAME = "bad_frame"
     BINARY_FRAME = "binary_frame"
     INVALID_UTF8 = "invalid_utf8"
     FRAME_TOO_BIG = "frame_too_big"
+    BAD_FRAMING = "bad_framing"
     HELLO_ACCEPTED = "hello_accepted"
     HELLO_REFUSED = "hello_refused"
     HELLO_EXPIRED = "hello_expired"
