@@ -1,4 +1,4 @@
-"""``hoomi``: the server's command (``serve`` arrives with the server itself)."""
+"""``hoomi``: run the server (``serve``), mint development tokens, print versions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from rich.console import Console
 from hoomi import __version__
 from hoomi.protocol import SPEC_VERSION, SUBPROTOCOL
 from hoomi.protocol.spec import spec_dir
+from hoomi.server.auth import mint_hs256
+
+from .serve import register as register_serve
 
 app = typer.Typer(
     help="Hoomi Realtime: a spec-first, real-time messaging server.",
@@ -43,3 +46,20 @@ def version(
         f"hoomi {info['hoomi']}  spec {info['spec_version']}  "
         f"subprotocol {info['subprotocol']}  spec files: {info['spec_dir']}"
     )
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Argument(help="The user id (the token's `sub`).")],
+    secret: Annotated[
+        str,
+        typer.Option("--secret", envvar="HOOMI_JWT_SECRET", help="The server's HS256 secret."),
+    ],
+    ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds.")] = 3600,
+) -> None:
+    """Print an HS256 user token (development and tests; production tokens come from your
+    backend)."""
+    typer.echo(mint_hs256(secret, user, ttl_s=ttl))
+
+
+register_serve(app)

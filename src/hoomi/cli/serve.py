@@ -1,0 +1,170 @@
+"""``hoomi serve``: run one node with the embedded defaults (SQLite, in-process fan-out).
+
+Every field of `hoomi.server.config.Settings` is an option (``--max-frame-bytes``), an
+environment variable (``HOOMI_MAX_FRAME_BYTES``) and a key of the ``--config`` TOML file;
+the options are generated from the settings class so that none can be forgotten.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pathlib
+import secrets
+import signal
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import attrs
+import trio
+import typer
+from rich.console import Console
+
+from hoomi.server import logs
+from hoomi.server.auth import TokenVerifier, load_public_keys
+from hoomi.server.config import FIELDS, ConfigError, Settings, load
+from hoomi.server.fanout import LocalFanout
+from hoomi.server.server import Server
+from hoomi.server.sqlite_store import SqliteStore
+
+console = Console(stderr=True)
+
+
+def _option_type(field: attrs.Attribute[Any]) -> Any:
+    """The CLI type of a setting: its own type made optional (None means "not given")."""
+    hint = typing.get_type_hints(Settings)[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return list[str] | None
+    if typing.get_origin(hint) is typing.Literal:
+        return str | None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return args[0] | None
+    return hint | None
+
+
+def _settings_parameters() -> list[inspect.Parameter]:
+    parameters = []
+    for name, field in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        option = typer.Option(
+            flag,
+            envvar=f"HOOMI_{name.upper()}",
+            help=field.metadata.get("help", ""),
+            show_default=False,
+        )
+        parameters.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[_option_type(field), option],
+            )
+        )
+    return parameters
+
+
+def serve(
+    config: Annotated[
+        pathlib.Path | None, typer.Option("--config", help="TOML file with settings.")
+    ] = None,
+    dev: Annotated[
+        bool,
+        typer.Option("--dev", help="Development: a throwaway HS256 secret, any Origin allowed."),
+    ] = False,
+    **options: Any,
+) -> None:
+    """Run the Hoomi server until SIGTERM or SIGINT, then shut down gracefully."""
+    overrides = {name: value for name, value in options.items() if value not in (None, [])}
+    if dev:
+        overrides.setdefault("jwt_secret", secrets.token_urlsafe(32))
+        overrides.setdefault("allowed_origin", ["*"])
+    try:
+        settings = load(config, overrides)
+        verifier = _verifier(settings)
+    except ConfigError as error:
+        console.print(f"[red]Error:[/red] {error}")
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_level, settings.log_format)
+    pathlib.Path(settings.database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        trio.run(_run, settings, verifier, dev)
+    except OSError as error:
+        console.print(f"[red]Error:[/red] cannot serve: {error.strerror or error}.")
+        raise typer.Exit(1) from None
+
+
+def _verifier(settings: Settings) -> TokenVerifier:
+    pems = []
+    for path in settings.jwt_public_key:
+        try:
+            pems.append(pathlib.Path(path).read_bytes())
+        except OSError as error:
+            raise ConfigError(f"Cannot read public key {path}: {error.strerror}.") from None
+    try:
+        keys = load_public_keys(pems)
+    except ValueError as error:
+        raise ConfigError(f"Bad public key: {error}.") from None
+    return TokenVerifier(
+        hs256_secret=settings.jwt_secret,
+        public_keys=keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway_s,
+    )
+
+
+async def _run(settings: Settings, verifier: TokenVerifier, dev: bool) -> None:
+    store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
+    await store.open()
+    try:
+        server = Server(settings, store, LocalFanout(), verifier)
+        store.on_commit = server.on_commit
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            _announce(settings, server, dev)
+            nursery.start_soon(_stop_on_signal, server)
+            await server.wait_stopped()
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.aclose()
+    console.print("Stopped: every session closed, the store is closed.")
+
+
+async def _stop_on_signal(server: Server) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            deadline = server.settings.drain_timeout_ms
+            console.print(f"{signal.Signals(signum).name}: draining (up to {deadline} ms)…")
+            server.shutdown()
+            return
+
+
+def _announce(settings: Settings, server: Server, dev: bool) -> None:
+    scheme = "wss" if settings.tls_cert else "ws"
+    for port in server.ports:
+        url = f"{scheme}://{settings.host}:{port}{settings.path}"
+        console.print(f"Hoomi listening on {url} (subprotocol hoomi.v1)")
+    console.print(f"Database: {settings.database}")
+    if dev:
+        console.print(
+            "[yellow]Development mode[/yellow]: throwaway token secret, any Origin allowed. "
+            "A token for user alice:\n"
+            f"  hoomi token alice --secret {settings.jwt_secret}"
+        )
+    else:
+        console.print(
+            "Tokens: JWTs from your backend (or `hoomi token USER --secret …` for HS256)."
+        )
+
+
+serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [p for p in inspect.signature(serve).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    + _settings_parameters()
+)
+
+
+def register(app: typer.Typer, command: Callable[..., Any] = serve) -> None:
+    app.command(name="serve", context_settings={"max_content_width": 100})(command)

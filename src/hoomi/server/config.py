@@ -1,0 +1,150 @@
+"""Every server setting in one frozen class, with safe defaults.
+
+Sources, strongest first: command-line options, ``HOOMI_<NAME>`` environment variables, a
+TOML file (``--config``; keys are the field names below), the defaults here. `load` merges
+them and `Settings.check` refuses nonsense with one sentence saying what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+import cattrs
+
+
+class ConfigError(ValueError):
+    """A setting is missing or out of range; the message says which and what to do."""
+
+
+def _default_database() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(pathlib.Path.home() / ".local" / "share")
+    return str(pathlib.Path(base) / "hoomi" / "hoomi.db")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    host: str = attrs.field(default="127.0.0.1", metadata=_help("Address to listen on."))
+    port: int = attrs.field(default=8765, metadata=_help("WebSocket port (0 picks a free one)."))
+    path: str = attrs.field(default="/", metadata=_help("WebSocket path."))
+    database: str = attrs.field(
+        factory=_default_database, metadata=_help("SQLite database file (created if missing).")
+    )
+    sqlite_synchronous: Literal["full", "normal"] = attrs.field(
+        default="full",
+        metadata=_help("SQLite fsync policy: full survives power loss; normal only crashes."),
+    )
+    jwt_secret: str | None = attrs.field(
+        default=None, metadata=_help("HS256 shared secret for user tokens.")
+    )
+    jwt_public_key: tuple[str, ...] = attrs.field(
+        default=(), metadata=_help("PEM file of an RS256 or EdDSA public key (repeatable).")
+    )
+    jwt_issuer: str | None = attrs.field(default=None, metadata=_help("Required token `iss`."))
+    jwt_audience: str | None = attrs.field(default=None, metadata=_help("Required token `aud`."))
+    jwt_leeway_s: float = attrs.field(default=5.0, metadata=_help("Clock skew allowed (s)."))
+    allowed_origin: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=_help(
+            "Browser Origin allowed to connect (repeatable; '*' allows any). Requests without "
+            "an Origin header (non-browser clients) are always allowed."
+        ),
+    )
+    max_frame_bytes: int = attrs.field(default=65536, metadata=_help("Largest client frame."))
+    max_text_chars: int = attrs.field(default=4000, metadata=_help("Longest message text."))
+    rate_per_s: float = attrs.field(default=20.0, metadata=_help("Requests/s per connection."))
+    rate_burst: int = attrs.field(default=40, metadata=_help("Request burst per connection."))
+    max_connections_per_user: int = attrs.field(default=16, metadata=_help("Sessions per user."))
+    hello_timeout_ms: int = attrs.field(default=10_000, metadata=_help("Hello deadline (ms)."))
+    history_page_max: int = attrs.field(default=100, metadata=_help("Largest history page."))
+    replay_max: int = attrs.field(default=1000, metadata=_help("Most messages replayed."))
+    outbox_size: int = attrs.field(
+        default=1024, metadata=_help("Frames queued per session before it is a slow consumer.")
+    )
+    heartbeat_interval_ms: int = attrs.field(default=25_000, metadata=_help("WebSocket pings."))
+    token_warning_ms: int = attrs.field(
+        default=60_000, metadata=_help("Send token_expiring this long before expiry (ms).")
+    )
+    typing_ttl_ms: int = attrs.field(default=5_000, metadata=_help("Typing expiry (ms)."))
+    close_timeout_ms: int = attrs.field(default=5_000, metadata=_help("Close handshake (ms)."))
+    drain_timeout_ms: int = attrs.field(
+        default=10_000, metadata=_help("Shutdown: time to flush outboxes (ms).")
+    )
+    tls_cert: str | None = attrs.field(default=None, metadata=_help("TLS certificate (PEM)."))
+    tls_key: str | None = attrs.field(default=None, metadata=_help("TLS private key (PEM)."))
+    log_level: Literal["debug", "info", "warning", "error"] = attrs.field(
+        default="info", metadata=_help("Log level.")
+    )
+    log_format: Literal["text", "json"] = attrs.field(
+        default="text", metadata=_help("Log lines as key=value text or JSON.")
+    )
+
+    def check(self) -> Settings:
+        """Return self, or raise `ConfigError` naming the first bad setting."""
+        positive = [
+            "max_frame_bytes",
+            "max_text_chars",
+            "rate_per_s",
+            "rate_burst",
+            "max_connections_per_user",
+            "hello_timeout_ms",
+            "history_page_max",
+            "outbox_size",
+            "heartbeat_interval_ms",
+            "typing_ttl_ms",
+            "close_timeout_ms",
+        ]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be greater than 0 (got {getattr(self, name)}).")
+        for name in ("replay_max", "token_warning_ms", "drain_timeout_ms", "jwt_leeway_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative (got {getattr(self, name)}).")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535 (got {self.port}).")
+        if not self.path.startswith("/"):
+            raise ConfigError(f"path must start with '/' (got {self.path!r}).")
+        if self.max_frame_bytes < 1024:
+            raise ConfigError("max_frame_bytes must be at least 1024 so a hello fits.")
+        if not self.jwt_secret and not self.jwt_public_key:
+            raise ConfigError(
+                "No token key configured: set jwt_secret (HS256) or jwt_public_key, "
+                "or run `hoomi serve --dev` for a throwaway development secret."
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both tls_cert and tls_key.")
+        return self
+
+
+_converter = cattrs.Converter()
+FIELDS = {field.name: field for field in attrs.fields(Settings)}
+
+
+def load(file: pathlib.Path | None, overrides: Mapping[str, Any]) -> Settings:
+    """Defaults, then the TOML `file`, then `overrides` (flags and environment)."""
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            values.update(tomllib.loads(file.read_text()))
+        except OSError as exc:
+            raise ConfigError(f"Cannot read config file {file}: {exc.strerror}.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {file} is not valid TOML: {exc}.") from None
+        unknown = sorted(set(values) - set(FIELDS))
+        if unknown:
+            raise ConfigError(f"Config file {file} has unknown settings: {', '.join(unknown)}.")
+    values.update(overrides)
+    try:
+        settings = _converter.structure(values, Settings)
+    except cattrs.BaseValidationError as exc:
+        messages = cattrs.transform_error(exc)
+        raise ConfigError(f"Invalid setting: {'; '.join(messages)}.") from None
+    return settings.check()

@@ -1,0 +1,459 @@
+"""The Hoomi server: listeners, the session registry, requests, presence, typing, timers.
+
+Structure (every task has a parent):
+
+    serve ─┬─ timers            one shared scheduler for heartbeats, deadlines, expiries
+           └─ connections ─┬─ accept loop (trio.serve_listeners), cancelled by `shutdown`
+                           └─ one Session.run per connection, each in its own nursery
+
+`shutdown` (SIGTERM, SIGINT, or an operator's drain) stops accepting, closes every session
+with going_away after what is already queued, waits for them under the drain deadline and
+returns; the caller then closes the store. Acked messages are already durable.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+
+import trio
+
+from hoomi.protocol import SPEC_VERSION, SUBPROTOCOL, ErrorCode, Event, State, encode_bytes
+from hoomi.protocol import messages as m
+
+from . import logs
+from .auth import TokenError, TokenVerifier
+from .config import Settings
+from .fanout import Fanout
+from .session import Session
+from .store import ConversationInfo, ConversationKind, MemberView, NotAMember, Store
+from .transport import Handshake, WebSocket, text_frame
+
+PRE_WELCOME_FRAME_BYTES = 16384
+
+
+class Server:
+    """A single Hoomi node. Construct, then `await nursery.start(server.serve)`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        fanout: Fanout,
+        verifier: TokenVerifier,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.fanout = fanout
+        self.verifier = verifier
+        self.wall = wall_clock
+        self.spec_version = SPEC_VERSION
+        self.limits = m.Limits(
+            max_frame_bytes=settings.max_frame_bytes,
+            max_text_chars=settings.max_text_chars,
+            history_page_max=settings.history_page_max,
+            replay_max=settings.replay_max,
+            rate_per_s=settings.rate_per_s,
+            rate_burst=settings.rate_burst,
+            typing_ttl_ms=settings.typing_ttl_ms,
+        )
+        self.sessions: dict[str, Session] = {}
+        self.by_user: dict[str, set[Session]] = defaultdict(set)
+        self.online: dict[str, int] = {}  # user -> ready sessions
+        self.last_seen: dict[str, int] = {}
+        self.published_seq: dict[str, int] = {}
+        self.typing: dict[tuple[str, str], float] = {}  # (conversation, user) -> deadline
+        self.ports: list[int] = []
+        self.draining = False
+        self._accepting = trio.CancelScope()
+        self._stopped = trio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen and serve until `shutdown`; reports itself (with `ports`) once listening."""
+        settings = self.settings
+        tcp = await trio.open_tcp_listeners(settings.port, host=settings.host)
+        self.ports = sorted({listener.socket.getsockname()[1] for listener in tcp})
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+        tls = bool(settings.tls_cert and settings.tls_key)
+        if settings.tls_cert and settings.tls_key:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+            listeners = [trio.SSLListener(listener, context) for listener in tcp]
+        handler: Callable[[trio.abc.Stream], Awaitable[None]] = partial(self._connection, tls=tls)
+        async with trio.open_nursery() as outer:
+            outer.start_soon(self._timers)
+            async with trio.open_nursery() as connections:
+                task_status.started(self)
+                with self._accepting:
+                    await trio.serve_listeners(handler, listeners, handler_nursery=connections)
+                for session in list(self.sessions.values()):
+                    if session.machine.state not in (State.CLOSING, State.CLOSED):
+                        session.fire(Event.DRAIN, detail="server is shutting down")
+                connections.cancel_scope.deadline = (
+                    trio.current_time() + settings.drain_timeout_ms / 1000
+                )
+            outer.cancel_scope.cancel()
+        self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop accepting and close every session with going_away (idempotent)."""
+        if not self.draining:
+            logs.event("shutdown", sessions=len(self.sessions))
+        self.draining = True
+        self._accepting.cancel()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _connection(self, stream: trio.abc.Stream, *, tls: bool) -> None:
+        settings = self.settings
+        raw_fd = None
+        remote = "?"
+        if isinstance(stream, trio.SocketStream):
+            raw_fd = stream.socket.fileno()
+            host, port = stream.socket.getpeername()[:2]
+            remote = f"{host}:{port}"
+        ws = WebSocket(
+            stream,
+            # Until welcome, a frame need hold no more than a hello (HOOMI-WIRE-5).
+            max_frame_bytes=min(settings.max_frame_bytes, PRE_WELCOME_FRAME_BYTES),
+            outbox_size=settings.outbox_size,
+            raw_fd=None if tls else raw_fd,
+        )
+        with trio.move_on_after(settings.hello_timeout_ms / 1000):
+            handshake = await ws.accept(self._choose)
+        if handshake is None or self.draining:
+            await ws.aclose()
+            return
+        session = Session(self, ws, remote)
+        self.sessions[session.id] = session
+        logs.event("connected", session=session.id, remote=remote, origin=handshake.origin)
+        if SUBPROTOCOL not in handshake.subprotocols:
+            session.fire(Event.NO_SUBPROTOCOL, detail="offer the subprotocol hoomi.v1")
+        async with trio.open_nursery() as nursery:
+            ws.run_writer_in(nursery)
+            await session.run()
+
+    def _choose(self, handshake: Handshake) -> tuple[int, str] | str:
+        """Accept the upgrade with `hoomi.v1`, or refuse it with an HTTP status."""
+        if handshake.path != self.settings.path:
+            return 404, f"no WebSocket endpoint at {handshake.path}"
+        allowed = self.settings.allowed_origin
+        if handshake.origin is not None and "*" not in allowed and handshake.origin not in allowed:
+            logs.event("origin_refused", origin=handshake.origin)
+            return 403, "origin not allowed"
+        if SUBPROTOCOL not in handshake.subprotocols:
+            # Accept, then close with unsupported_protocol (4009) so the client learns why.
+            return ""
+        return SUBPROTOCOL
+
+    # -- registry -------------------------------------------------------------------------
+
+    def claim(self, session: Session, user_id: str) -> bool:
+        """Count `session` against the user's session limit; False if it is reached."""
+        sessions = self.by_user[user_id]
+        if len(sessions) >= self.settings.max_connections_per_user:
+            return False
+        sessions.add(session)
+        return True
+
+    def ready(self, session: Session, conversations: set[str]) -> None:
+        """The session is authenticated: subscribe it and count it for presence."""
+        session.conversations = conversations
+        for cid in conversations:
+            self.fanout.subscribe(cid, session)
+        user = session.user_id
+        self.online[user] = self.online.get(user, 0) + 1
+        if self.online[user] == 1:
+            self._broadcast_presence(user, conversations, m.Presence(user_id=user, status="online"))
+
+    def release(self, session: Session) -> None:
+        """Forget an ended session (idempotent): subscriptions, presence, typing."""
+        if self.sessions.pop(session.id, None) is None:
+            return
+        user = session.user_id
+        if user:
+            self.by_user[user].discard(session)
+            if not self.by_user[user]:
+                del self.by_user[user]
+        for cid in session.conversations:
+            self.fanout.unsubscribe(cid, session)
+        if user and user in self.online:
+            self.online[user] -= 1
+            if self.online[user] == 0:
+                del self.online[user]
+                now = self.wall_ms()
+                self.last_seen[user] = now
+                for key in [k for k in self.typing if k[1] == user]:
+                    self.set_typing(key[0], user, active=False)
+                offline = m.Presence(user_id=user, status="offline", last_seen=now)
+                self._broadcast_presence(user, session.conversations, offline)
+        logs.event("disconnected", session=session.id, user=user or None)
+
+    def _broadcast_presence(
+        self, user: str, conversations: Iterable[str], event: m.Presence
+    ) -> None:
+        frame = text_frame(encode_bytes(event))
+        for subscriber in self.fanout.subscribers(conversations):
+            if subscriber.user_id != user and isinstance(subscriber, Session):
+                subscriber.push(frame)
+
+    def wall_ms(self) -> int:
+        return int(self.wall() * 1000)
+
+    def conversation_record(self, view: MemberView, latest: int) -> m.Conversation:
+        info = view.info
+        return m.Conversation(
+            conversation_id=info.conversation_id,
+            kind=info.kind,
+            members=info.members,
+            latest_seq=latest,
+            read_seq=view.read_seq,
+            unread=view.unread,
+            title=info.title,
+        )
+
+    # -- operator and backend actions -----------------------------------------------------
+
+    def kick(self, session_id: str, reason: str = "kicked by an operator") -> bool:
+        """Close one session with `kicked` (HOOMI-CLOSE-3); False if no such live session."""
+        session = self.sessions.get(session_id)
+        if session is None or session.machine.state in (State.CLOSING, State.CLOSED):
+            return False
+        logs.event("kick", session=session_id, user=session.user_id or None, reason=reason)
+        session.fire(Event.KICK, detail=reason)
+        return True
+
+    async def create_conversation(
+        self, *, kind: ConversationKind, members: Sequence[str], title: str | None = None
+    ) -> ConversationInfo:
+        """Create a conversation; members' live sessions get `conversation_joined`."""
+        info = await self.store.create_conversation(
+            kind=kind, members=members, title=title, now_ms=self.wall_ms()
+        )
+        for user in info.members:
+            self._joined(info, user)
+        return info
+
+    async def add_member(self, conversation_id: str, user_id: str) -> ConversationInfo:
+        info = await self.store.add_member(conversation_id, user_id)
+        self._joined(info, user_id)
+        return info
+
+    async def remove_member(self, conversation_id: str, user_id: str) -> ConversationInfo:
+        info = await self.store.remove_member(conversation_id, user_id)
+        if (conversation_id, user_id) in self.typing:
+            self.set_typing(conversation_id, user_id, active=False)
+        for session in self._ready_sessions(user_id):
+            if conversation_id in session.conversations:
+                session.conversations.discard(conversation_id)
+                self.fanout.unsubscribe(conversation_id, session)
+                session.send(m.ConversationLeft(conversation_id=conversation_id))
+        return info
+
+    async def post(
+        self, conversation_id: str, text: str, sender_id: str = "system"
+    ) -> m.ChatMessage:
+        """Store a `system` message; it is delivered like any message (HOOMI-CONV-4)."""
+        appended = await self.store.append(
+            conversation_id=conversation_id,
+            sender_id=sender_id,
+            client_msg_id=None,
+            text=text,
+            kind="system",
+            now_ms=self.wall_ms(),
+        )
+        return appended.message
+
+    def _joined(self, info: ConversationInfo, user_id: str) -> None:
+        for session in self._ready_sessions(user_id):
+            cid = info.conversation_id
+            if cid in session.conversations:
+                continue
+            session.conversations.add(cid)
+            session.last_seq[cid] = info.latest_seq
+            self.fanout.subscribe(cid, session)
+            view = MemberView(info=info, read_seq=info.latest_seq, unread=0)
+            session.send(
+                m.ConversationJoined(conversation=self.conversation_record(view, info.latest_seq))
+            )
+
+    def _ready_sessions(self, user_id: str) -> list[Session]:
+        return [s for s in self.by_user.get(user_id, ()) if s.machine.state is State.READY]
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def on_commit(self, messages: Sequence[m.ChatMessage]) -> None:
+        """The store's commit hook: called in commit (so seq) order, before any ack."""
+        for message in messages:
+            cid = message.conversation_id
+            self.published_seq[cid] = max(self.published_seq.get(cid, 0), message.seq)
+            frame = text_frame(encode_bytes(m.MessageEvent(message=message)))
+            self.fanout.publish(cid, frame, seq=message.seq)
+
+    def set_typing(self, cid: str, user: str, *, active: bool) -> None:
+        """Change a typing state; members hear of changes only (HOOMI-TYPING-2)."""
+        key = (cid, user)
+        was = key in self.typing
+        if active:
+            self.typing[key] = trio.current_time() + self.settings.typing_ttl_ms / 1000
+        elif was:
+            del self.typing[key]
+        if was != active:
+            event = m.UserTyping(conversation_id=cid, user_id=user, active=active)
+            self.fanout.publish(cid, text_frame(encode_bytes(event)), skip_user=user)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _member(self, session: Session, cid: str) -> None:
+        """Raise NotAMember / ConversationNotFound unless the user is a member."""
+        if cid not in session.conversations:
+            info = await self.store.conversation(cid)
+            if session.user_id not in info.members:
+                raise NotAMember(f"you are not a member of conversation {cid}")
+            session.conversations.add(cid)
+            self.fanout.subscribe(cid, session)
+
+    async def handle(self, session: Session, request: m.ClientMessage) -> None:
+        """Execute one request from a ready session and send its one reply."""
+        user = session.user_id
+        if isinstance(request, m.Send):
+            if len(request.text) > self.settings.max_text_chars:
+                session.reply_error(
+                    request.id,
+                    ErrorCode.TOO_LARGE,
+                    f"text is longer than max_text_chars ({self.settings.max_text_chars})",
+                )
+                return
+            await self._member(session, request.conversation_id)
+            appended = await self.store.append(
+                conversation_id=request.conversation_id,
+                sender_id=user,
+                client_msg_id=request.client_msg_id,
+                text=request.text,
+                kind="user",
+                now_ms=self.wall_ms(),
+            )
+            stored = appended.message
+            self.set_typing(request.conversation_id, user, active=False)
+            session.send(
+                m.Ack(
+                    id=request.id,
+                    conversation_id=stored.conversation_id,
+                    client_msg_id=request.client_msg_id,
+                    message_id=stored.message_id,
+                    seq=stored.seq,
+                    sent_at=stored.sent_at,
+                )
+            )
+        elif isinstance(request, m.History):
+            await self._member(session, request.conversation_id)
+            limit = min(
+                request.limit or self.settings.history_page_max, self.settings.history_page_max
+            )
+            page = await self.store.history(
+                request.conversation_id,
+                before_seq=request.before_seq,
+                after_seq=request.after_seq,
+                limit=limit,
+            )
+            session.send(
+                m.HistoryPage(
+                    id=request.id,
+                    conversation_id=request.conversation_id,
+                    messages=page.messages,
+                    has_more=page.has_more,
+                )
+            )
+        elif isinstance(request, m.Typing):
+            await self._member(session, request.conversation_id)
+            self.set_typing(request.conversation_id, user, active=request.active)
+            session.send(m.Ok(id=request.id))
+        elif isinstance(request, m.Read):
+            await self._member(session, request.conversation_id)
+            marker, moved = await self.store.mark_read(request.conversation_id, user, request.seq)
+            session.send(m.Ok(id=request.id))
+            if moved:
+                receipt = m.Receipt(
+                    conversation_id=request.conversation_id, user_id=user, seq=marker
+                )
+                self.fanout.publish(request.conversation_id, text_frame(encode_bytes(receipt)))
+        elif isinstance(request, m.Ping):
+            session.send(m.Pong(id=request.id, server_time=self.wall_ms()))
+        elif isinstance(request, m.Refresh):
+            self._refresh(session, request)
+        elif isinstance(request, m.PresenceQuery):
+            contacts = await self.store.shared_contacts(user)
+            users = tuple(self.presence_of(u) for u in request.user_ids if u in contacts)
+            session.send(m.PresenceResult(id=request.id, users=users))
+
+    def _refresh(self, session: Session, request: m.Refresh) -> None:
+        try:
+            identity = self.verifier.verify(request.token, now_s=self.wall())
+        except TokenError as refused:
+            session.reply_error(request.id, refused.code, refused.message)
+            return
+        if identity.user_id != session.user_id:
+            session.reply_error(request.id, ErrorCode.UNAUTHORIZED, "token is for another user")
+            return
+        session.expires_at_ms = identity.expires_at_ms
+        session.warned = False
+        session.fire(Event.TOKEN_REFRESHED)
+        session.send(m.Ok(id=request.id))
+
+    def presence_of(self, user: str) -> m.PresenceState:
+        if user in self.online:
+            return m.PresenceState(user_id=user, status="online")
+        return m.PresenceState(user_id=user, status="offline", last_seen=self.last_seen.get(user))
+
+    # -- the shared scheduler -------------------------------------------------------------
+
+    async def _timers(self) -> None:
+        """Heartbeats, hello deadlines, token expiry and typing expiry for every session.
+
+        One task for all sessions instead of timer tasks per session (~2 KB each). It wakes
+        a few times per shortest period, so a timer fires at most one tick late.
+        """
+        settings = self.settings
+        tick = min(
+            1.0,
+            settings.heartbeat_interval_ms / 4000,
+            settings.typing_ttl_ms / 4000,
+            settings.hello_timeout_ms / 4000,
+        )
+        interval = settings.heartbeat_interval_ms / 1000
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            wall_ms = self.wall_ms()
+            for session in list(self.sessions.values()):
+                state = session.machine.state
+                if state in (State.AWAITING_HELLO, State.AUTHENTICATING):
+                    if now >= session.hello_deadline:
+                        session.fire(Event.HELLO_DEADLINE, detail="no hello in time")
+                elif state is State.READY:
+                    self._tick(session, now, wall_ms, interval)
+            for (cid, user), deadline in list(self.typing.items()):
+                if now >= deadline:
+                    self.set_typing(cid, user, active=False)
+
+    def _tick(self, session: Session, now: float, wall_ms: int, interval: float) -> None:
+        if now - session.ws.last_received >= 3 * interval:
+            session.fire(Event.HEARTBEAT_TIMEOUT, detail="no frame for three heartbeats")
+        elif wall_ms >= session.expires_at_ms:
+            session.fire(Event.TOKEN_EXPIRED, detail="token expired")
+        elif (
+            not session.warned and wall_ms >= session.expires_at_ms - self.settings.token_warning_ms
+        ):
+            session.fire(Event.TOKEN_EXPIRING)
+        elif now - session.last_ping >= interval:
+            session.fire(Event.HEARTBEAT_TICK)

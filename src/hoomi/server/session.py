@@ -1,0 +1,328 @@
+"""One client connection: the spec's state machine driven over a `WebSocket`.
+
+A session runs in its own nursery (its reader is the session's task; its writer is started
+there on demand by the transport). Everything that can end a session — a frame, a timer
+fired by the server's shared scheduler, an operator, a full outbox — goes through `fire`,
+which applies the spec's transition and performs its generic actions (error reply, close).
+An unexpected exception closes this connection with 1011 and never reaches the server.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+import trio
+
+from hoomi.protocol import (
+    CloseCode,
+    ConnectionState,
+    ErrorCode,
+    Event,
+    ProtocolError,
+    State,
+    Transition,
+    decode_client,
+    encode_bytes,
+)
+from hoomi.protocol import messages as m
+
+from . import logs
+from .auth import TokenError
+from .store import ConversationNotFound, MemberView, NotAMember, StoreUnavailable
+from .transport import Binary, Closed, Invalid, Text, TooBig, WebSocket, text_frame
+
+if TYPE_CHECKING:
+    from .server import Server
+
+
+class Session:
+    """The server side of one WebSocket connection."""
+
+    def __init__(self, server: Server, ws: WebSocket, remote: str) -> None:
+        self.id = "s_" + secrets.token_hex(8)
+        self.server = server
+        self.ws = ws
+        self.remote = remote
+        self.machine = ConnectionState()
+        self.user_id = ""
+        self.client: m.ClientInfo | None = None
+        self.expires_at_ms = 0
+        self.warned = False
+        now = trio.current_time()
+        self.connected_at = now
+        self.hello_deadline = now + server.settings.hello_timeout_ms / 1000
+        self.last_ping = now
+        self.conversations: set[str] = set()
+        self.last_seq: dict[str, int] = {}
+        self.messages_in = 0
+        self.messages_out = 0
+        # Live frames of conversations being replayed wait here (HOOMI-RESUME-2).
+        self._held: dict[str, list[tuple[int | None, bytes]]] = {}
+        self._tokens = float(server.settings.rate_burst)
+        self._refill_at = now
+        self._refused_in_row = 0
+        self._scope = trio.CancelScope()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.user_id or '-'} {self.machine.state.value}>"
+
+    # -- outbound -------------------------------------------------------------------------
+
+    def push(self, frame: bytes) -> None:
+        """Queue a pre-built frame; a full outbox ends the session as a slow consumer."""
+        if self.ws.send_nowait(frame):
+            self.messages_out += 1
+        elif self.machine.state is State.READY:
+            self.fire(Event.OUTBOX_FULL)
+
+    def send(self, message: m.ServerMessage) -> None:
+        self.push(text_frame(encode_bytes(message)))
+
+    def deliver(self, conversation_id: str, seq: int | None, frame: bytes) -> None:
+        """Fan-out's entry point: never blocks; keeps seq order and drops duplicates."""
+        if self.machine.state is not State.READY:
+            return
+        held = self._held.get(conversation_id)
+        if held is not None:
+            if len(held) >= self.server.settings.outbox_size:
+                self.fire(Event.OUTBOX_FULL)
+            else:
+                held.append((seq, frame))
+            return
+        if seq is not None:
+            if seq <= self.last_seq.get(conversation_id, 0):
+                return
+            self.last_seq[conversation_id] = seq
+        self.push(frame)
+
+    def fire(
+        self,
+        event: Event,
+        *,
+        request_id: str | None = None,
+        error: ProtocolError | None = None,
+        detail: str = "",
+        retry_after_ms: int | None = None,
+    ) -> Transition:
+        """Apply `event` to the state machine and perform its generic actions."""
+        before = self.machine.state
+        transition = self.machine.handle(event)
+        for action in transition.actions:
+            if action == "reply_error":
+                code = transition.error or (error.code if error else ErrorCode.INTERNAL)
+                self.send(
+                    m.Error(
+                        code=code.value,
+                        message=detail or (error.message if error else code.value),
+                        id=error.request_id if error else request_id,
+                        path=error.path if error else None,
+                        retry_after_ms=retry_after_ms,
+                    )
+                )
+            elif action == "close":
+                assert transition.close is not None
+                self._close(transition.close, detail)
+            elif action == "send_ping":
+                self.last_ping = trio.current_time()
+                self.ws.ping_nowait()
+            elif action == "send_token_expiring":
+                self.warned = True
+                self.send(m.TokenExpiring(expires_at=self.expires_at_ms))
+        if transition.target is State.CLOSING and before is not State.CLOSING:
+            logs.event(
+                "closing",
+                session=self.id,
+                user=self.user_id or None,
+                trigger=event.value,
+                code=transition.close.value if transition.close else None,
+            )
+        return transition
+
+    def _close(self, code: CloseCode, detail: str) -> None:
+        self.ws.close_nowait(code.value, (detail or code.name.lower())[:120])
+        # The reader keeps reading until the peer answers the close, at most this long.
+        self._scope.deadline = min(
+            self._scope.deadline,
+            trio.current_time() + self.server.settings.close_timeout_ms / 1000,
+        )
+
+    # -- the session's task ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes. Bounded by the close timeout once closing."""
+        try:
+            with self._scope:
+                await self._read_loop()
+        except Exception:
+            logs.failure("session_failed", session=self.id, user=self.user_id or None)
+            if self.machine.state not in (State.CLOSING, State.CLOSED):
+                self.fire(Event.HANDLER_FAILED, detail="internal error")
+                with trio.move_on_after(self.server.settings.close_timeout_ms / 1000):
+                    await self.ws.flushed()
+        finally:
+            if self.machine.state is not State.CLOSED:
+                self.machine.handle(
+                    Event.CLOSE_DONE if self.machine.state is State.CLOSING else Event.PEER_CLOSED
+                )
+            self.server.release(self)
+            await self.ws.aclose()
+
+    async def _read_loop(self) -> None:
+        while True:
+            incoming = await self.ws.receive()
+            state = self.machine.state
+            if isinstance(incoming, Closed):
+                if state is State.CLOSING:
+                    await self.ws.flushed()
+                else:
+                    self.fire(Event.PEER_CLOSED)
+                return
+            if state is State.CLOSING:
+                continue  # the close is decided; frames after it are ignored
+            if isinstance(incoming, Text):
+                await self._on_text(incoming.data)
+            elif isinstance(incoming, Binary):
+                self.fire(Event.BINARY_FRAME, detail="binary frames are not supported")
+            elif isinstance(incoming, TooBig):
+                self.fire(Event.FRAME_TOO_BIG, detail="frame exceeds max_frame_bytes")
+            elif isinstance(incoming, Invalid):
+                event = Event.INVALID_UTF8 if incoming.code == 1007 else Event.BAD_FRAMING
+                self.fire(event, detail=incoming.reason)
+
+    async def _on_text(self, data: str) -> None:
+        self.messages_in += 1
+        ready = self.machine.state is State.READY
+        if ready and not self._take_token():
+            return
+        try:
+            message = decode_client(data)
+        except ProtocolError as error:
+            self.fire(Event.BAD_FRAME, error=error)
+            return
+        if isinstance(message, m.Hello):
+            if ready:
+                self.fire(Event.HELLO, request_id=message.id, detail="already authenticated")
+            else:
+                await self._hello(message)
+            return
+        if self.fire(Event.REQUEST).target is not State.READY:
+            return  # a request before hello: the table closed the connection
+        try:
+            await self.server.handle(self, message)
+        except (ConversationNotFound, NotAMember) as exc:
+            code = (
+                ErrorCode.NOT_FOUND
+                if isinstance(exc, ConversationNotFound)
+                else ErrorCode.FORBIDDEN
+            )
+            self.reply_error(message.id, code, str(exc))
+        except StoreUnavailable as exc:
+            logs.event("store_unavailable", session=self.id, error=str(exc))
+            self.reply_error(message.id, ErrorCode.UNAVAILABLE, "storage is unavailable", 1000)
+
+    def reply_error(
+        self, request_id: str, code: ErrorCode, message: str, retry_after_ms: int | None = None
+    ) -> None:
+        self.send(
+            m.Error(code=code.value, message=message, id=request_id, retry_after_ms=retry_after_ms)
+        )
+
+    def _take_token(self) -> bool:
+        """Token bucket per connection (HOOMI-LIMIT-2); False if this request was refused."""
+        settings = self.server.settings
+        now = trio.current_time()
+        self._tokens = min(
+            float(settings.rate_burst), self._tokens + (now - self._refill_at) * settings.rate_per_s
+        )
+        self._refill_at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            self._refused_in_row = 0
+            return True
+        self._refused_in_row += 1
+        if self._refused_in_row > settings.rate_burst:
+            self.fire(Event.FLOOD, detail="too many requests")
+        else:
+            wait_ms = int((1 - self._tokens) / settings.rate_per_s * 1000) + 1
+            self.fire(Event.RATE_EXCEEDED, detail="too many requests", retry_after_ms=wait_ms)
+        return False
+
+    # -- hello ----------------------------------------------------------------------------
+
+    async def _hello(self, hello: m.Hello) -> None:
+        self.fire(Event.HELLO)
+        try:
+            identity = self.server.verifier.verify(hello.token, now_s=self.server.wall())
+        except TokenError as refused:
+            expired = refused.code is ErrorCode.TOKEN_EXPIRED
+            logs.event("auth_failed", session=self.id, remote=self.remote, reason=refused.message)
+            self.fire(
+                Event.HELLO_EXPIRED if expired else Event.HELLO_REFUSED,
+                request_id=hello.id,
+                detail=refused.message,
+            )
+            return
+        if not self.server.claim(self, identity.user_id):
+            self.fire(Event.HELLO_OVER_LIMIT, detail="too many sessions for this user")
+            return
+        self.user_id = identity.user_id
+        self.expires_at_ms = identity.expires_at_ms
+        self.client = hello.client
+        views = await self.server.store.conversations_of(self.user_id)
+        if self.machine.state is not State.AUTHENTICATING:
+            return  # closed (deadline, drain, kick) while the store answered
+        self.fire(Event.HELLO_ACCEPTED)
+        self._welcome(hello, views)
+        await self._replay(hello, views)
+
+    def _welcome(self, hello: m.Hello, views: list[MemberView]) -> None:
+        settings = self.server.settings
+        member_of = {view.info.conversation_id for view in views}
+        wanted = {p.conversation_id for p in hello.resume or () if p.conversation_id in member_of}
+        self._held = {cid: [] for cid in wanted}
+        conversations = []
+        for view in views:
+            cid = view.info.conversation_id
+            # A message stored while `conversations_of` ran may already be published.
+            latest = max(view.info.latest_seq, self.server.published_seq.get(cid, 0))
+            self.last_seq[cid] = latest
+            conversations.append(self.server.conversation_record(view, latest))
+        # No await from here to the welcome: no live frame can slip in before it.
+        self.server.ready(self, member_of)
+        self.ws.max_frame_bytes = settings.max_frame_bytes
+        self.send(
+            m.Welcome(
+                id=hello.id,
+                session_id=self.id,
+                user_id=self.user_id,
+                protocol="hoomi.v1",
+                spec_version=self.server.spec_version,
+                heartbeat_interval_ms=settings.heartbeat_interval_ms,
+                token_expires_at=self.expires_at_ms,
+                limits=self.server.limits,
+                conversations=tuple(conversations),
+            )
+        )
+        logs.event("ready", session=self.id, user=self.user_id, remote=self.remote)
+
+    async def _replay(self, hello: m.Hello, views: list[MemberView]) -> None:
+        """Replay missed messages per resume position, then release the held live frames."""
+        replay_max = self.server.settings.replay_max
+        for position in hello.resume or ():
+            cid, after = position.conversation_id, position.after_seq
+            if cid not in self._held:
+                continue
+            latest = self.last_seq[cid]
+            if latest - after > replay_max:
+                self.send(m.ResumeGap(conversation_id=cid, after_seq=after, latest_seq=latest))
+            elif latest > after:
+                page = await self.server.store.history(cid, after_seq=after, limit=latest - after)
+                if self.machine.state is not State.READY:
+                    return
+                for message in page.messages:
+                    self.send(m.MessageEvent(message=message))
+            held = self._held.pop(cid)
+            for seq, frame in held:
+                self.deliver(cid, seq, frame)
+        self._held.clear()

@@ -1,0 +1,699 @@
+"""SQLite storage, the embedded default: `SqliteStore` implements `hoomi.server.store.Store`.
+
+Threads: nothing blocks the Trio loop. One writer connection is used by at most one worker
+thread at a time (`trio.to_thread.run_sync` behind a CapacityLimiter of 1); a small pool of
+read-only connections serves reads concurrently (WAL lets readers run beside the writer).
+
+Group commit: every write (append, mark_read, create, membership) is queued. A caller that
+finds no batch in flight leads one: it runs up to `batch_max` queued writes in ONE
+transaction (one fsync), each inside its own SAVEPOINT, so one write's failure (say
+`NotAMember`) rolls back and fails only that write. Every caller returns only after the
+transaction holding its write has committed. Under load, writes arriving while a commit is
+in flight ride the next one, so commits per write fall as concurrency rises.
+
+Durability (`synchronous`): "full" (default) fsyncs the WAL at every commit, so an acked
+message survives power loss or an OS crash. "normal" skips that fsync: the database stays
+consistent and survives a crash of the process, but an OS crash or power loss may drop the
+last commits, acked messages included.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import enum
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, Literal, TypeVar
+
+import attrs
+import outcome
+import trio
+
+from hoomi.protocol.messages import ChatMessage, MessageKind
+from hoomi.server.store import (
+    Appended,
+    ConversationInfo,
+    ConversationKind,
+    ConversationNotFound,
+    InvalidConversation,
+    MemberView,
+    NotAMember,
+    Page,
+    StoreUnavailable,
+)
+
+T = TypeVar("T")
+Synchronous = Literal["full", "normal"]
+
+# Migration N takes `PRAGMA user_version` from N to N+1. Append; never edit a shipped one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        # direct_a < direct_b is the sorted member pair of a direct conversation; the UNIQUE
+        # pair keeps it to one per pair (NULLs, i.e. groups, never collide).
+        """CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('direct', 'group')),
+            title TEXT,
+            created_at INTEGER NOT NULL,
+            latest_seq INTEGER NOT NULL DEFAULT 0,
+            direct_a TEXT,
+            direct_b TEXT,
+            UNIQUE (direct_a, direct_b)
+        )""",
+        """CREATE TABLE members (
+            conversation_id TEXT NOT NULL REFERENCES conversations (id),
+            user_id TEXT NOT NULL,
+            read_seq INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (conversation_id, user_id)
+        ) WITHOUT ROWID""",
+        # conversations_of and shared_contacts start from the user.
+        "CREATE INDEX members_by_user ON members (user_id, conversation_id)",
+        # A rowid table: message rows carry text, too wide for WITHOUT ROWID to pay off.
+        # UNIQUE (conversation, sender, client_msg_id) is the idempotency key; system
+        # messages have a NULL client_msg_id and NULLs never collide.
+        """CREATE TABLE messages (
+            conversation_id TEXT NOT NULL REFERENCES conversations (id),
+            seq INTEGER NOT NULL,
+            message_id TEXT NOT NULL UNIQUE,
+            sender_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'system')),
+            client_msg_id TEXT,
+            text TEXT NOT NULL,
+            sent_at INTEGER NOT NULL,
+            PRIMARY KEY (conversation_id, seq),
+            UNIQUE (conversation_id, sender_id, client_msg_id)
+        )""",
+        # unread = (latest_seq - read_seq) - own messages above read_seq, since seqs are
+        # gap-free; this index makes that a scan of the user's own recent messages only.
+        "CREATE INDEX messages_by_sender ON messages (conversation_id, sender_id, seq)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_MSG_FIELDS = tuple(f.name for f in attrs.fields(ChatMessage))
+_MSG_COLS = ", ".join(_MSG_FIELDS)  # the columns of `messages` are ChatMessage's fields
+_MAX_SEQ = 2**63 - 1
+
+
+def _new_id(prefix: str) -> str:
+    # 80 random bits as 16 lowercase base32 chars: URL-safe and within the ConversationId
+    # pattern ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$.
+    return prefix + base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
+
+
+def _message(row: Sequence[Any]) -> ChatMessage:
+    return ChatMessage(**dict(zip(_MSG_FIELDS, row, strict=True)))
+
+
+def _infos(
+    rows: Sequence[Sequence[Any]], members: Iterable[Sequence[Any]]
+) -> list[ConversationInfo]:
+    """ConversationInfo from (id, kind, title, created_at, latest_seq, ...) rows and
+    (conversation_id, user_id) rows ordered by user_id."""
+    by_conversation: dict[str, list[str]] = collections.defaultdict(list)
+    for cid, uid in members:
+        by_conversation[cid].append(uid)
+    return [
+        ConversationInfo(
+            conversation_id=row[0],
+            kind=row[1],
+            title=row[2],
+            created_at=row[3],
+            latest_seq=row[4],
+            members=tuple(by_conversation[row[0]]),
+        )
+        for row in rows
+    ]
+
+
+def _info(conn: sqlite3.Connection, conversation_id: str) -> ConversationInfo:
+    row = conn.execute(
+        "SELECT id, kind, title, created_at, latest_seq FROM conversations WHERE id = ?",
+        (conversation_id,),
+    ).fetchone()
+    if row is None:
+        raise ConversationNotFound(f"no conversation {conversation_id!r}")
+    members = conn.execute(
+        "SELECT conversation_id, user_id FROM members WHERE conversation_id = ? ORDER BY user_id",
+        (conversation_id,),
+    )
+    return _infos([row], members)[0]
+
+
+def _membership(conn: sqlite3.Connection, cid: str, user_id: str) -> tuple[str, int, int | None]:
+    """(kind, latest_seq, read_seq or None if not a member); ConversationNotFound if none."""
+    row = conn.execute(
+        "SELECT c.kind, c.latest_seq, m.read_seq FROM conversations c"
+        " LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ? WHERE c.id = ?",
+        (user_id, cid),
+    ).fetchone()
+    if row is None:
+        raise ConversationNotFound(f"no conversation {cid!r}")
+    return row[0], row[1], row[2]
+
+
+class _State(enum.Enum):
+    QUEUED = enum.auto()
+    TAKEN = enum.auto()  # in a batch: it will be committed or failed, no longer withdrawable
+
+
+class _Write(Generic[T]):
+    __slots__ = ("fn", "result", "state")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+        self.state = _State.QUEUED
+        self.result: outcome.Outcome[T] | None = None
+
+
+class SqliteStore:
+    """The `Store` on one SQLite database file (WAL mode; `:memory:` is not supported).
+
+    Bounded: at most `batch_max` writes per transaction, `readers` concurrent reads, one
+    writer thread; each statement waits at most `busy_timeout_ms` for a lock held by another
+    process. Raises `StoreUnavailable` for any SQLite failure (I/O error, disk full, lock
+    timeout) and when used before `open` or after `aclose`. `commits` and `writes` count
+    committed transactions and the writes they held (for tests and metrics).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_max: int = 256,
+        synchronous: Synchronous = "full",
+        busy_timeout_ms: int = 5000,
+        readers: int = 4,
+    ) -> None:
+        if batch_max < 1 or readers < 1 or busy_timeout_ms < 0:
+            raise ValueError("batch_max and readers must be >= 1, busy_timeout_ms >= 0")
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        self._path = os.fspath(path)
+        self._batch_max = batch_max
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._readers = readers
+        self._writer: sqlite3.Connection | None = None
+        self._idle: collections.deque[sqlite3.Connection] = collections.deque()
+        self._writer_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(readers)
+        self._queue: collections.deque[_Write[Any]] = collections.deque()
+        self._batch_running = False
+        self._batch_done = trio.Event()
+        self._closing = False
+        self._closed = trio.Event()
+        self.commits = 0
+        self.writes = 0
+        self.on_commit: Callable[[list[ChatMessage]], None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the connections and create or migrate the schema. Call once."""
+        if self._writer is not None or self._closing:
+            raise RuntimeError("SqliteStore.open() may be called once, before aclose()")
+        await trio.to_thread.run_sync(self._open_sync)
+
+    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False:
+        # worker threads differ between calls, but the limiters never share a connection.
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if writer:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreUnavailable(f"{self._path!r} cannot use WAL (got {mode!r})")
+            else:
+                conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_sync(self) -> None:
+        try:
+            self._writer = self._connect(writer=True)
+            self._migrate(self._writer)
+            for _ in range(self._readers):
+                self._idle.append(self._connect(writer=False))
+        except BaseException as exc:
+            self._close_sync()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"cannot open {self._path!r}: {exc}") from exc
+            raise
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # the version check and the DDL are one unit
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"{self._path!r} has schema v{version}, newer than v{SCHEMA_VERSION}"
+                )
+            for migration in _MIGRATIONS[version:]:
+                for statement in migration:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _close_sync(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+        if self._writer is not None:
+            self._writer.close()
+
+    async def aclose(self) -> None:
+        """Commit every queued write, wait for running reads, close. Idempotent.
+
+        Shielded from cancellation (it must not leak connections); bounded by the queued
+        writes (ceil(n / batch_max) commits) and `busy_timeout_ms` per commit.
+        """
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True  # refuse new calls; already queued writes still commit
+        with trio.CancelScope(shield=True):
+            try:
+                while self._queue or self._batch_running:
+                    if self._batch_running:
+                        await self._batch_done.wait()
+                    else:
+                        await self._run_one_batch()
+                tokens = [object() for _ in range(self._readers)]
+                for token in tokens:  # holding every token means no read is running
+                    await self._read_limiter.acquire_on_behalf_of(token)
+                for token in tokens:
+                    self._read_limiter.release_on_behalf_of(token)
+            finally:
+                await trio.to_thread.run_sync(self._close_sync)
+                self._closed.set()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise StoreUnavailable("the store is closed")
+        if self._writer is None:
+            raise StoreUnavailable("the store is not open")
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` if the database cannot serve a read."""
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- the two ways in: reads and (group-committed) writes --------------------------------
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        return await trio.to_thread.run_sync(self._read_sync, fn, limiter=self._read_limiter)
+
+    def _read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._idle.pop()  # never empty: the limiter admits at most `readers` threads
+        try:
+            conn.execute("BEGIN")  # one snapshot for all the queries of this read
+            try:
+                return fn(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite read failed: {exc}") from exc
+        finally:
+            self._idle.append(conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue `fn` for the next batch and return its result once that batch committed.
+
+        Cancelled while still queued, the write is withdrawn (never written); cancelled
+        after a batch took it, it may still commit — as with a lost ack, a retry with the
+        same client_msg_id is safe.
+        """
+        self._check_open()
+        write: _Write[T] = _Write(fn)
+        self._queue.append(write)
+        try:
+            while write.result is None:
+                if self._batch_running:
+                    await self._batch_done.wait()
+                else:
+                    await self._run_one_batch()
+        except BaseException:
+            if write.state is _State.QUEUED:
+                self._queue.remove(write)
+            raise
+        return write.result.unwrap()
+
+    async def _run_one_batch(self) -> None:
+        # No checkpoint between the caller's `_batch_running` test and this line, so exactly
+        # one task leads; the batch is FIFO, so the oldest writes commit first.
+        self._batch_running = True
+        batch = [self._queue.popleft() for _ in range(min(self._batch_max, len(self._queue)))]
+        for write in batch:
+            write.state = _State.TAKEN
+        try:
+            # Shielded: the thread cannot be interrupted anyway, and every waiter in the
+            # batch depends on this task reporting the outcome.
+            with trio.CancelScope(shield=True):
+                committed = await trio.to_thread.run_sync(
+                    self._batch_sync, batch, limiter=self._writer_limiter
+                )
+            if committed:
+                self.commits += 1
+                self.writes += len(batch)
+                if self.on_commit is not None:
+                    # In commit order, so per conversation in seq order, before any waiter
+                    # (and so before any ack) runs.
+                    stored = [
+                        w.result.value.message
+                        for w in batch
+                        if isinstance(w.result, outcome.Value)
+                        and isinstance(w.result.value, Appended)
+                        and not w.result.value.duplicate
+                    ]
+                    if stored:
+                        self.on_commit(stored)
+        finally:
+            for write in batch:
+                if write.result is None:
+                    write.result = outcome.Error(StoreUnavailable("the write did not run"))
+            self._batch_running = False
+            done, self._batch_done = self._batch_done, trio.Event()
+            done.set()
+
+    def _batch_sync(self, batch: list[_Write[Any]]) -> bool:
+        conn = self._writer
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for write in batch:
+                    write.result = self._savepoint(conn, write.fn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            # The whole transaction is gone: nothing of this batch was written. One exception
+            # object per caller, as each raises it in its own task.
+            for write in batch:
+                write.result = outcome.Error(StoreUnavailable(f"sqlite write failed: {exc}"))
+            return False
+        return True
+
+    @staticmethod
+    def _savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> Any:
+        conn.execute("SAVEPOINT w")
+        error: Exception
+        try:
+            result = fn(conn)
+        except sqlite3.IntegrityError as exc:
+            error = StoreUnavailable(f"constraint failed: {exc}")
+        except sqlite3.Error:
+            raise  # I/O error, disk full, corruption: the whole batch fails
+        except Exception as exc:  # StoreError, or a bug confined to this one write
+            error = exc
+        else:
+            conn.execute("RELEASE w")
+            return outcome.Value(result)
+        # This write's own failure: undo just it; the rest of the batch goes on.
+        conn.execute("ROLLBACK TO w")
+        conn.execute("RELEASE w")
+        return outcome.Error(error)
+
+    # -- conversations ----------------------------------------------------------------------
+    async def create_conversation(
+        self, *, kind: ConversationKind, members: Sequence[str], title: str | None, now_ms: int
+    ) -> ConversationInfo:
+        """Create a conversation; a direct one for a pair that has one returns that one.
+
+        `InvalidConversation` for an unknown kind, an empty member id, a direct conversation
+        without exactly two distinct members, or a group without members.
+        """
+        if isinstance(members, str):
+            raise InvalidConversation("members must be a sequence of user ids, not a string")
+        users = sorted(set(members))
+        if any(not isinstance(u, str) or not u for u in users):
+            raise InvalidConversation("member ids must be non-empty strings")
+        if kind == "direct":
+            if len(users) != 2:
+                raise InvalidConversation("a direct conversation needs two distinct members")
+        elif kind == "group":
+            if not users:
+                raise InvalidConversation("a group needs at least one member")
+        else:
+            raise InvalidConversation(f"unknown conversation kind {kind!r}")
+        pair = (users[0], users[1]) if kind == "direct" else (None, None)
+
+        def create(conn: sqlite3.Connection) -> ConversationInfo:
+            if kind == "direct":
+                row = conn.execute(
+                    "SELECT id FROM conversations WHERE direct_a = ? AND direct_b = ?", pair
+                ).fetchone()
+                if row is not None:
+                    return _info(conn, row[0])
+            cid = _new_id("c_")
+            conn.execute(
+                "INSERT INTO conversations (id, kind, title, created_at, direct_a, direct_b)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (cid, kind, title, now_ms, *pair),
+            )
+            conn.executemany(
+                "INSERT INTO members (conversation_id, user_id) VALUES (?, ?)",
+                [(cid, u) for u in users],
+            )
+            return _info(conn, cid)
+
+        return await self._write(create)
+
+    async def add_member(self, conversation_id: str, user_id: str) -> ConversationInfo:
+        """Add a member (no-op if one); `InvalidConversation` for direct ones. The read marker
+        starts at the latest seq: what was said before joining is history, not unread."""
+        if not user_id:
+            raise InvalidConversation("member ids must be non-empty strings")
+
+        def add(conn: sqlite3.Connection) -> ConversationInfo:
+            kind, latest_seq, read_seq = _membership(conn, conversation_id, user_id)
+            if read_seq is None:
+                if kind == "direct":
+                    raise InvalidConversation("a direct conversation cannot take new members")
+                conn.execute(
+                    "INSERT INTO members (conversation_id, user_id, read_seq) VALUES (?, ?, ?)",
+                    (conversation_id, user_id, latest_seq),
+                )
+            return _info(conn, conversation_id)
+
+        return await self._write(add)
+
+    async def remove_member(self, conversation_id: str, user_id: str) -> ConversationInfo:
+        """Remove a member and its read marker (no-op if not one). `InvalidConversation` for
+        a direct conversation (it must keep exactly two members, HOOMI-CONV-1)."""
+
+        def remove(conn: sqlite3.Connection) -> ConversationInfo:
+            kind, _, read_seq = _membership(conn, conversation_id, user_id)
+            if read_seq is not None:
+                if kind == "direct":
+                    raise InvalidConversation("a direct conversation keeps its two members")
+                conn.execute(
+                    "DELETE FROM members WHERE conversation_id = ? AND user_id = ?",
+                    (conversation_id, user_id),
+                )
+            return _info(conn, conversation_id)
+
+        return await self._write(remove)
+
+    async def conversation(self, conversation_id: str) -> ConversationInfo:
+        """One conversation; `ConversationNotFound` if none."""
+        return await self._read(lambda conn: _info(conn, conversation_id))
+
+    async def list_conversations(self, *, limit: int, after: str | None) -> list[ConversationInfo]:
+        """At most `limit` conversations ordered by id, those with id > `after` if given."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def page(conn: sqlite3.Connection) -> list[ConversationInfo]:
+            cols = "SELECT id, kind, title, created_at, latest_seq FROM conversations"
+            if after is None:
+                rows = conn.execute(f"{cols} ORDER BY id LIMIT ?", (limit,)).fetchall()
+            else:
+                q = f"{cols} WHERE id > ? ORDER BY id LIMIT ?"
+                rows = conn.execute(q, (after, limit)).fetchall()
+            if not rows:
+                return []
+            # The page is a contiguous id range, so its members are one range scan.
+            members = conn.execute(
+                "SELECT conversation_id, user_id FROM members"
+                " WHERE conversation_id BETWEEN ? AND ? ORDER BY conversation_id, user_id",
+                (rows[0][0], rows[-1][0]),
+            )
+            return _infos(rows, members)
+
+        return await self._read(page)
+
+    async def conversations_of(self, user_id: str) -> list[MemberView]:
+        """Every conversation of the user (ordered by id) with read marker and unread count.
+
+        Bounded by the user's memberships; each unread count scans only the user's own
+        messages above the marker.
+        """
+
+        def views(conn: sqlite3.Connection) -> list[MemberView]:
+            rows = conn.execute(
+                "SELECT c.id, c.kind, c.title, c.created_at, c.latest_seq, m.read_seq,"
+                " c.latest_seq - m.read_seq - (SELECT count(*) FROM messages x"
+                "   WHERE x.conversation_id = c.id AND x.sender_id = m.user_id"
+                "   AND x.seq > m.read_seq)"
+                " FROM members m JOIN conversations c ON c.id = m.conversation_id"
+                " WHERE m.user_id = ? ORDER BY c.id",
+                (user_id,),
+            ).fetchall()
+            members = conn.execute(
+                "SELECT o.conversation_id, o.user_id FROM members me"
+                " JOIN members o ON o.conversation_id = me.conversation_id"
+                " WHERE me.user_id = ? ORDER BY o.conversation_id, o.user_id",
+                (user_id,),
+            )
+            return [
+                MemberView(info=info, read_seq=row[5], unread=row[6])
+                for info, row in zip(_infos(rows, members), rows, strict=True)
+            ]
+
+        return await self._read(views)
+
+    async def shared_contacts(self, user_id: str) -> set[str]:
+        """Every user sharing a conversation with `user_id`, itself excluded."""
+
+        def contacts(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT o.user_id FROM members me"
+                " JOIN members o ON o.conversation_id = me.conversation_id"
+                " WHERE me.user_id = ? AND o.user_id != me.user_id",
+                (user_id,),
+            )
+            return {r[0] for r in rows}
+
+        return await self._read(contacts)
+
+    # -- messages ---------------------------------------------------------------------------
+    async def append(
+        self,
+        *,
+        conversation_id: str,
+        sender_id: str,
+        client_msg_id: str | None,
+        text: str,
+        kind: MessageKind,
+        now_ms: int,
+    ) -> Appended:
+        """Store a message under the next seq and return it once committed (group commit).
+
+        `ConversationNotFound`; `NotAMember` for a `user` message whose sender is not a
+        member (`system` messages skip the check). A stored (conversation, sender,
+        client_msg_id) returns the stored message with duplicate=True and writes nothing.
+        """
+
+        def insert(conn: sqlite3.Connection) -> Appended:
+            _, latest, read_seq = _membership(conn, conversation_id, sender_id)
+            if kind == "user" and read_seq is None:
+                raise NotAMember(f"{sender_id!r} is not a member of {conversation_id!r}")
+            if client_msg_id is not None:
+                row = conn.execute(
+                    f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
+                    " AND sender_id = ? AND client_msg_id = ?",
+                    (conversation_id, sender_id, client_msg_id),
+                ).fetchone()
+                if row is not None:
+                    return Appended(message=_message(row), duplicate=True)
+            message = ChatMessage(
+                conversation_id=conversation_id,
+                seq=latest + 1,  # under the write lock: gap-free, no other writer
+                message_id=_new_id("m_"),
+                sender_id=sender_id,
+                kind=kind,
+                client_msg_id=client_msg_id,
+                text=text,
+                sent_at=now_ms,
+            )
+            conn.execute(
+                f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * len(_MSG_FIELDS))})",
+                attrs.astuple(message),
+            )
+            conn.execute(
+                "UPDATE conversations SET latest_seq = ? WHERE id = ?",
+                (message.seq, conversation_id),
+            )
+            return Appended(message=message, duplicate=False)
+
+        return await self._write(insert)
+
+    async def history(
+        self,
+        conversation_id: str,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        limit: int,
+    ) -> Page:
+        """HOOMI-HISTORY-1..3: at most `limit` messages in ascending seq. `before_seq`: the
+        newest below it; `after_seq`: the oldest above it; neither: the newest. has_more:
+        more exist beyond the page in the paging direction. `ConversationNotFound`;
+        ValueError for both bounds or a negative limit (membership is the caller's check).
+        """
+        if before_seq is not None and after_seq is not None:
+            raise ValueError("give before_seq or after_seq, not both")
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def page(conn: sqlite3.Connection) -> Page:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
+                ).fetchone()
+                is None
+            ):
+                raise ConversationNotFound(f"no conversation {conversation_id!r}")
+            # One extra row tells whether more exist beyond the page.
+            if after_seq is not None:
+                rows = conn.execute(
+                    f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (conversation_id, after_seq, limit + 1),
+                ).fetchall()
+                return Page(messages=tuple(map(_message, rows[:limit])), has_more=len(rows) > limit)
+            bound = _MAX_SEQ if before_seq is None else before_seq
+            rows = conn.execute(
+                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq < ?"
+                " ORDER BY seq DESC LIMIT ?",
+                (conversation_id, bound, limit + 1),
+            ).fetchall()
+            newest_first = rows[:limit]
+            return Page(
+                messages=tuple(map(_message, reversed(newest_first))), has_more=len(rows) > limit
+            )
+
+        return await self._read(page)
+
+    # -- read markers -----------------------------------------------------------------------
+    async def mark_read(self, conversation_id: str, user_id: str, seq: int) -> tuple[int, bool]:
+        """Move the marker forward to min(seq, latest_seq); returns (marker, moved).
+        `ConversationNotFound`; `NotAMember`."""
+
+        def mark(conn: sqlite3.Connection) -> tuple[int, bool]:
+            _, latest, read_seq = _membership(conn, conversation_id, user_id)
+            if read_seq is None:
+                raise NotAMember(f"{user_id!r} is not a member of {conversation_id!r}")
+            target = min(seq, latest)
+            if target <= read_seq:
+                return read_seq, False
+            conn.execute(
+                "UPDATE members SET read_seq = ? WHERE conversation_id = ? AND user_id = ?",
+                (target, conversation_id, user_id),
+            )
+            return target, True
+
+        return await self._write(mark)

@@ -1,0 +1,51 @@
+"""End to end over real sockets: two users chat through a real server."""
+
+from __future__ import annotations
+
+import pathlib
+
+from harness import running_server
+
+
+async def test_two_clients_authenticate_chat_and_see_each_other(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.store.create_conversation(
+            kind="direct", members=["alice", "bob"], title=None, now_ms=0
+        )
+        cid = dm.conversation_id
+        alice = await hoomi.connect("alice")
+        assert alice.welcome["type"] == "welcome"
+        assert alice.welcome["user_id"] == "alice"
+        [conv] = alice.welcome["conversations"]
+        assert (conv["conversation_id"], conv["latest_seq"], conv["unread"]) == (cid, 0, 0)
+
+        bob = await hoomi.connect("bob")
+        online = await alice.expect("presence")
+        assert (online["user_id"], online["status"]) == ("bob", "online")
+
+        typing = await bob.request("typing", conversation_id=cid, active=True)
+        assert typing["type"] == "ok"
+        seen = await alice.expect("user_typing")
+        assert (seen["user_id"], seen["active"]) == ("bob", True)
+
+        ack = await bob.request("send", conversation_id=cid, client_msg_id="k1", text="hi alice")
+        assert (ack["type"], ack["seq"]) == ("ack", 1)
+        # Sending ends typing; the spec leaves the order of these two frames open.
+        frames = {f["type"]: f for f in [await alice.recv(), await alice.recv()]}
+        assert frames["user_typing"]["active"] is False
+        got = frames["message"]
+        assert got["message"]["text"] == "hi alice"
+        assert got["message"]["seq"] == 1
+        assert got["message"]["sender_id"] == "bob"
+        assert got["message"]["message_id"] == ack["message_id"]
+
+        ok = await alice.request("read", conversation_id=cid, seq=1)
+        assert ok["type"] == "ok"
+        receipt = await bob.expect("receipt", skip=("message",))
+        assert (receipt["user_id"], receipt["seq"]) == ("alice", 1)
+
+        await bob.aclose()
+        offline = await alice.expect("presence", skip=("receipt",))
+        assert (offline["user_id"], offline["status"]) == ("bob", "offline")
+        assert isinstance(offline["last_seen"], int)
+        await alice.aclose()

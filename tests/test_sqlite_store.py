@@ -1,0 +1,496 @@
+"""SqliteStore against real database files: semantics of `Store`, durability, group commit."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hoomi.server.sqlite_store import SCHEMA_VERSION, SqliteStore
+from hoomi.server.store import (
+    Appended,
+    ConversationInfo,
+    ConversationNotFound,
+    InvalidConversation,
+    NotAMember,
+    Store,
+    StoreUnavailable,
+)
+
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+@pytest.fixture
+async def store(tmp_path: pathlib.Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "hoomi.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+async def group(store: SqliteStore, *members: str) -> ConversationInfo:
+    return await store.create_conversation(kind="group", members=members, title="g", now_ms=1)
+
+
+async def send(
+    store: SqliteStore,
+    cid: str,
+    sender: str,
+    text: str = "hi",
+    cmid: str | None = None,
+    kind: Literal["user", "system"] = "user",
+) -> Appended:
+    return await store.append(
+        conversation_id=cid,
+        sender_id=sender,
+        client_msg_id=cmid,
+        text=text,
+        kind=kind,
+        now_ms=1000,
+    )
+
+
+def test_satisfies_the_store_protocol(tmp_path: pathlib.Path) -> None:
+    store: Store = SqliteStore(tmp_path / "x.db")  # mypy checks the structural match
+    assert store is not None
+
+
+# -- conversations --------------------------------------------------------------------------
+
+
+async def test_direct_is_one_per_pair(store: SqliteStore) -> None:
+    a = await store.create_conversation(
+        kind="direct", members=["bob", "alice"], title=None, now_ms=5
+    )
+    assert CONVERSATION_ID.match(a.conversation_id)
+    assert (a.kind, a.members, a.latest_seq, a.created_at) == ("direct", ("alice", "bob"), 0, 5)
+    again = await store.create_conversation(
+        kind="direct", members=["alice", "bob"], title="x", now_ms=9
+    )
+    assert again == a
+    other = await store.create_conversation(
+        kind="direct", members=["alice", "carol"], title=None, now_ms=5
+    )
+    assert other.conversation_id != a.conversation_id
+
+
+@pytest.mark.parametrize("members", [[], ["alice"], ["alice", "alice"], ["a", "b", "c"]])
+async def test_direct_needs_two_distinct_members(store: SqliteStore, members: list[str]) -> None:
+    with pytest.raises(InvalidConversation):
+        await store.create_conversation(kind="direct", members=members, title=None, now_ms=1)
+
+
+async def test_group_create_and_membership(store: SqliteStore) -> None:
+    with pytest.raises(InvalidConversation):
+        await group(store)
+    g = await group(store, "carol", "alice", "alice")
+    assert (g.kind, g.members, g.title) == ("group", ("alice", "carol"), "g")
+    assert await store.conversation(g.conversation_id) == g
+    added = await store.add_member(g.conversation_id, "bob")
+    assert added.members == ("alice", "bob", "carol")
+    assert await store.add_member(g.conversation_id, "bob") == added  # no-op
+    removed = await store.remove_member(g.conversation_id, "alice")
+    assert removed.members == ("bob", "carol")
+    assert await store.remove_member(g.conversation_id, "alice") == removed  # no-op
+    with pytest.raises(ConversationNotFound):
+        await store.conversation("c_nope")
+    with pytest.raises(ConversationNotFound):
+        await store.add_member("c_nope", "bob")
+    with pytest.raises(ConversationNotFound):
+        await store.remove_member("c_nope", "bob")
+
+
+async def test_direct_refuses_membership_changes(store: SqliteStore) -> None:
+    d = await store.create_conversation(kind="direct", members=["a", "b"], title=None, now_ms=1)
+    assert await store.add_member(d.conversation_id, "a") == d  # already a member: no-op
+    with pytest.raises(InvalidConversation):
+        await store.add_member(d.conversation_id, "c")
+    with pytest.raises(InvalidConversation):
+        await store.remove_member(d.conversation_id, "a")
+    assert await store.conversation(d.conversation_id) == d
+
+
+async def test_list_conversations_pages_by_id(store: SqliteStore) -> None:
+    made = sorted([(await group(store, f"u{i}", "x")).conversation_id for i in range(5)])
+    first = await store.list_conversations(limit=2, after=None)
+    assert [c.conversation_id for c in first] == made[:2]
+    rest = await store.list_conversations(limit=10, after=made[1])
+    assert [c.conversation_id for c in rest] == made[2:]
+    assert all(len(c.members) == 2 and "x" in c.members for c in first + rest)
+    assert await store.list_conversations(limit=10, after=made[-1]) == []
+
+
+async def test_conversations_of_counts_unread(store: SqliteStore) -> None:
+    g = await group(store, "alice", "bob")
+    d = await store.create_conversation(
+        kind="direct", members=["alice", "carol"], title=None, now_ms=1
+    )
+    await group(store, "bob")  # not alice's
+    for sender in ["alice", "bob", "bob", "alice", "bob"]:
+        await send(store, g.conversation_id, sender)
+    await send(store, d.conversation_id, "carol")
+    await store.mark_read(g.conversation_id, "alice", 2)
+    views = {v.info.conversation_id: v for v in await store.conversations_of("alice")}
+    assert set(views) == {g.conversation_id, d.conversation_id}
+    gv = views[g.conversation_id]
+    assert (gv.info.latest_seq, gv.read_seq, gv.unread) == (5, 2, 2)  # seqs 3 and 5 (bob's)
+    assert gv.info.members == ("alice", "bob")
+    dv = views[d.conversation_id]
+    assert (dv.info.latest_seq, dv.read_seq, dv.unread) == (1, 0, 1)
+    bob = {v.info.conversation_id: v for v in await store.conversations_of("bob")}
+    assert bob[g.conversation_id].unread == 2  # alice's seqs 1 and 4
+    assert await store.conversations_of("nobody") == []
+
+
+async def test_shared_contacts(store: SqliteStore) -> None:
+    await group(store, "alice", "bob", "carol")
+    await store.create_conversation(kind="direct", members=["alice", "dave"], title=None, now_ms=1)
+    await group(store, "erin", "bob")
+    await group(store, "alice")
+    assert await store.shared_contacts("alice") == {"bob", "carol", "dave"}
+    assert await store.shared_contacts("erin") == {"bob"}
+    assert await store.shared_contacts("nobody") == set()
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+async def test_append_assigns_gap_free_seqs(store: SqliteStore) -> None:
+    g = await group(store, "alice", "bob")
+    results = [await send(store, g.conversation_id, "alice", text=f"m{i}") for i in range(5)]
+    assert [r.message.seq for r in results] == [1, 2, 3, 4, 5]
+    assert not any(r.duplicate for r in results)
+    first = results[0].message
+    assert (first.text, first.sender_id, first.kind, first.sent_at) == ("m0", "alice", "user", 1000)
+    assert CONVERSATION_ID.match(first.message_id)
+    assert len({r.message.message_id for r in results}) == 5
+    assert (await store.conversation(g.conversation_id)).latest_seq == 5
+
+
+async def test_idempotent_retry(store: SqliteStore) -> None:
+    g = await group(store, "alice", "bob")
+    first = await send(store, g.conversation_id, "alice", text="hello", cmid="k1")
+    retry = await store.append(
+        conversation_id=g.conversation_id,
+        sender_id="alice",
+        client_msg_id="k1",
+        text="different text",
+        kind="user",
+        now_ms=99999,
+    )
+    assert retry == Appended(message=first.message, duplicate=True)
+    # The same key from another sender is another message.
+    other = await send(store, g.conversation_id, "bob", cmid="k1")
+    assert (other.duplicate, other.message.seq) == (False, 2)
+    page = await store.history(g.conversation_id, limit=10)
+    assert [m.seq for m in page.messages] == [1, 2]
+
+
+async def test_append_errors(store: SqliteStore) -> None:
+    g = await group(store, "alice")
+    with pytest.raises(NotAMember):
+        await send(store, g.conversation_id, "mallory")
+    with pytest.raises(ConversationNotFound):
+        await send(store, "c_nope", "alice")
+    assert (await store.conversation(g.conversation_id)).latest_seq == 0
+    assert (await send(store, g.conversation_id, "alice")).message.seq == 1
+
+
+async def test_system_messages_skip_membership_and_do_not_collide(store: SqliteStore) -> None:
+    g = await group(store, "alice")
+    one = await send(store, g.conversation_id, "backend", kind="system")
+    two = await send(store, g.conversation_id, "backend", kind="system")
+    assert [one.message.seq, two.message.seq] == [1, 2]
+    assert (one.message.kind, one.message.client_msg_id, two.duplicate) == ("system", None, False)
+
+
+async def test_history_paging(store: SqliteStore) -> None:
+    g = await group(store, "alice")
+    cid = g.conversation_id
+    empty = await store.history(cid, limit=5)
+    assert (empty.messages, empty.has_more) == ((), False)
+    for i in range(10):
+        await send(store, cid, "alice", text=str(i + 1))
+
+    async def seqs(**kw: int) -> tuple[list[int], bool]:
+        page = await store.history(cid, **kw)
+        assert [m.text for m in page.messages] == [str(m.seq) for m in page.messages]
+        return [m.seq for m in page.messages], page.has_more
+
+    assert await seqs(limit=3) == ([8, 9, 10], True)
+    assert await seqs(limit=10) == (list(range(1, 11)), False)
+    assert await seqs(limit=20) == (list(range(1, 11)), False)
+    assert await seqs(before_seq=8, limit=3) == ([5, 6, 7], True)
+    assert await seqs(before_seq=4, limit=3) == ([1, 2, 3], False)
+    assert await seqs(before_seq=3, limit=3) == ([1, 2], False)
+    assert await seqs(before_seq=1, limit=3) == ([], False)
+    assert await seqs(after_seq=0, limit=3) == ([1, 2, 3], True)
+    assert await seqs(after_seq=7, limit=3) == ([8, 9, 10], False)
+    assert await seqs(after_seq=6, limit=3) == ([7, 8, 9], True)
+    assert await seqs(after_seq=10, limit=3) == ([], False)
+    with pytest.raises(ConversationNotFound):
+        await store.history("c_nope", limit=3)
+    with pytest.raises(ValueError, match="not both"):
+        await store.history(cid, before_seq=5, after_seq=1, limit=3)
+
+
+async def test_mark_read_forward_only_and_clamped(store: SqliteStore) -> None:
+    g = await group(store, "alice", "bob")
+    cid = g.conversation_id
+    assert await store.mark_read(cid, "alice", 3) == (0, False)  # nothing to read yet
+    for _ in range(5):
+        await send(store, cid, "bob")
+    assert await store.mark_read(cid, "alice", 3) == (3, True)
+    assert await store.mark_read(cid, "alice", 2) == (3, False)
+    assert await store.mark_read(cid, "alice", 3) == (3, False)
+    assert await store.mark_read(cid, "alice", 99) == (5, True)
+    assert await store.mark_read(cid, "alice", 99) == (5, False)
+    with pytest.raises(NotAMember):
+        await store.mark_read(cid, "mallory", 1)
+    with pytest.raises(ConversationNotFound):
+        await store.mark_read("c_nope", "alice", 1)
+    # Removal forgets the marker; a (re)joining member starts with nothing unread.
+    await store.remove_member(cid, "alice")
+    await send(store, cid, "bob")
+    await store.add_member(cid, "alice")
+    views = await store.conversations_of("alice")
+    assert (views[0].read_seq, views[0].unread) == (6, 0)
+
+
+# -- lifecycle, durability, group commit ------------------------------------------------------
+
+
+async def test_durable_across_reopen(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "durable.db"
+    first = SqliteStore(path)
+    await first.open()
+    g = await group(first, "alice", "bob")
+    sent = [await send(first, g.conversation_id, "alice", cmid=f"k{i}") for i in range(20)]
+    await first.mark_read(g.conversation_id, "bob", 7)
+    await first.aclose()
+    await first.aclose()  # idempotent
+    with pytest.raises(StoreUnavailable):
+        await first.ping()
+
+    second = SqliteStore(path, synchronous="normal")
+    await second.open()
+    try:
+        await second.ping()
+        page = await second.history(g.conversation_id, limit=100)
+        assert page.messages == tuple(a.message for a in sent)
+        views = await second.conversations_of("bob")
+        assert (views[0].read_seq, views[0].unread) == (7, 13)
+        retry = await send(second, g.conversation_id, "alice", cmid="k3")
+        assert retry == Appended(message=sent[3].message, duplicate=True)
+        assert (await send(second, g.conversation_id, "bob")).message.seq == 21
+    finally:
+        await second.aclose()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    check.close()
+
+
+async def test_not_open_and_newer_schema(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "future.db"
+    store = SqliteStore(path)
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.ping()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await store.open()
+    await store.aclose()
+
+
+async def test_unwritable_path_is_unavailable(tmp_path: pathlib.Path) -> None:
+    store = SqliteStore(tmp_path / "missing-dir" / "x.db")
+    with pytest.raises(StoreUnavailable, match="cannot open"):
+        await store.open()
+    await store.aclose()
+
+
+async def test_locked_database_is_unavailable_and_writes_nothing(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "locked.db"
+    store = SqliteStore(path, busy_timeout_ms=0)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        g = await group(store, "alice")
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        outcomes: list[str] = []
+
+        async def one() -> None:
+            try:
+                await send(store, g.conversation_id, "alice")
+                outcomes.append("stored")
+            except StoreUnavailable as exc:
+                outcomes.append(str(exc))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(one)
+        assert outcomes == ["sqlite write failed: database is locked"] * 5
+        await store.ping()  # reads still work beside the lock holder
+        other.execute("ROLLBACK")
+        assert (await send(store, g.conversation_id, "alice")).message.seq == 1
+    finally:
+        other.close()
+        await store.aclose()
+
+
+async def test_group_commit_batches_concurrent_appends(store: SqliteStore) -> None:
+    g = await group(store, *(f"u{i}" for i in range(10)))
+    commits_before = store.commits
+    results: list[Appended] = []
+
+    async def one(i: int) -> None:
+        results.append(await send(store, g.conversation_id, f"u{i % 10}", cmid=f"k{i}"))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(200):
+            nursery.start_soon(one, i)
+    assert sorted(r.message.seq for r in results) == list(range(1, 201))
+    commits = store.commits - commits_before
+    assert 1 <= commits < 200
+    page = await store.history(g.conversation_id, limit=1000)
+    assert [m.seq for m in page.messages] == list(range(1, 201))
+
+
+async def test_one_failure_does_not_fail_its_batch(store: SqliteStore) -> None:
+    g = await group(store, "alice", "bob")
+    ok: list[int] = []
+    refused: list[str] = []
+
+    async def one(i: int) -> None:
+        sender = "mallory" if i == 7 else ("alice", "bob")[i % 2]
+        try:
+            ok.append((await send(store, g.conversation_id, sender)).message.seq)
+        except NotAMember:
+            refused.append(sender)
+
+    commits_before = store.commits
+    async with trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(one, i)
+    assert refused == ["mallory"]
+    assert sorted(ok) == list(range(1, 50))
+    assert store.commits - commits_before < 50  # really batched together
+
+
+async def test_batch_max_bounds_a_transaction(tmp_path: pathlib.Path) -> None:
+    store = SqliteStore(tmp_path / "b.db", batch_max=4)
+    await store.open()
+    try:
+        g = await group(store, "alice")
+        before = (store.commits, store.writes)
+        async with trio.open_nursery() as nursery:
+            for _ in range(40):
+                nursery.start_soon(send, store, g.conversation_id, "alice")
+        commits, writes = store.commits - before[0], store.writes - before[1]
+        assert writes == 40
+        assert commits >= 10  # at most 4 per transaction
+    finally:
+        await store.aclose()
+
+
+async def test_cancelled_queued_write_is_withdrawn(store: SqliteStore) -> None:
+    g = await group(store, "alice")
+    # Holding the writer's only thread token parks the first batch before it starts, so
+    # the cancelled send below is surely still queued when it is cancelled.
+    async with trio.open_nursery() as nursery, store._writer_limiter:
+        for i in range(5):
+            nursery.start_soon(send, store, g.conversation_id, "alice", "keep", f"k{i}")
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await send(store, g.conversation_id, "alice", "gone", "cancelled")
+    page = await store.history(g.conversation_id, limit=100)
+    assert [m.text for m in page.messages] == ["keep"] * 5
+
+
+async def test_aclose_commits_queued_writes(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "drain.db"
+    store = SqliteStore(path)
+    await store.open()
+    g = await group(store, "alice")
+    done: list[int] = []
+
+    async def one() -> None:
+        done.append((await send(store, g.conversation_id, "alice")).message.seq)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(30):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.aclose)
+    assert sorted(done) == list(range(1, 31))
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await send(store, g.conversation_id, "alice")
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        assert (await reopened.conversation(g.conversation_id)).latest_seq == 30
+    finally:
+        await reopened.aclose()
+
+
+# -- a property: any interleaving of operations keeps the invariants ---------------------------
+
+_ops = st.lists(
+    st.tuples(st.sampled_from(["send", "retry", "read", "intruder"]), st.integers(0, 12)),
+    max_size=25,
+)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(ops=_ops)
+def test_property_seq_unread_idempotency(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]]
+) -> None:
+    path = tmp_path_factory.mktemp("prop") / "p.db"
+
+    async def run() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            g = await group(store, "alice", "bob")
+            cid = g.conversation_id
+            senders: dict[int, str] = {}
+            marker = 0
+            for op, n in ops:
+                if op == "send":
+                    a = await send(store, cid, ("alice", "bob")[n % 2], cmid=f"k{len(senders)}")
+                    assert (a.message.seq, a.duplicate) == (len(senders) + 1, False)
+                    senders[a.message.seq] = a.message.sender_id
+                elif op == "retry" and senders:
+                    seq = n % len(senders) + 1
+                    a = await send(store, cid, senders[seq], cmid=f"k{seq - 1}")
+                    assert (a.duplicate, a.message.seq) == (True, seq)
+                elif op == "read":
+                    got = await store.mark_read(cid, "alice", n)
+                    new = max(marker, min(n, len(senders)))
+                    assert got == (new, new != marker)
+                    marker = new
+                elif op == "intruder":
+                    with pytest.raises(NotAMember):
+                        await send(store, cid, "mallory")
+            views = await store.conversations_of("alice")
+            expected = sum(1 for s, who in senders.items() if s > marker and who != "alice")
+            assert (views[0].info.latest_seq, views[0].read_seq) == (len(senders), marker)
+            assert views[0].unread == expected
+        finally:
+            await store.aclose()
+
+    trio.run(run)
