@@ -38,10 +38,12 @@ class Running:
     store: SqliteStore
     url: str
     nursery: trio.Nursery  # where the clients' background tasks run
+    clients: list[Client] = attrs.field(factory=list)
 
     async def connect(self, user: str | None = None, **hello: Any) -> Client:
         """Open a client; with `user`, also say hello and read the welcome into `welcome`."""
         client = await Client.open(self.nursery, self.url)
+        self.clients.append(client)
         if user is not None:
             await client.hello(mint(user), **hello)
         return client
@@ -63,7 +65,11 @@ async def running_server(
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             async with trio.open_nursery() as clients:
-                yield Running(server, store, f"ws://127.0.0.1:{server.ports[0]}/", clients)
+                running = Running(server, store, f"ws://127.0.0.1:{server.ports[0]}/", clients)
+                yield running
+                with trio.move_on_after(2):
+                    for client in running.clients:
+                        await client.aclose()
                 clients.cancel_scope.cancel()
             server.shutdown()
             await server.wait_stopped()
@@ -143,3 +149,74 @@ class Client:
 
     async def aclose(self) -> None:
         await self.ws.aclose()
+        # trio-websocket's client leaves its socket open when the server ends the TCP
+        # connection after the close handshake (its reader stops on EOF without closing).
+        await self.ws._stream.aclose()
+
+
+class RawClient:
+    """A hand-rolled WebSocket client for frames no library will send (bad UTF-8, broken
+    framing) and for peers that go silent or vanish."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def open(cls, port: int, subprotocol: str = "hoomi.v1") -> RawClient:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        request = (
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
+        )
+        await stream.send_all(request.encode())
+        client = cls(stream)
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in client.buffer:
+                client.buffer += await stream.receive_some(4096)
+        head, client.buffer = client.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return client
+
+    async def send_frame(self, opcode: int, payload: bytes, *, masked: bool = True) -> None:
+        size = len(payload)
+        header = bytes([0x80 | opcode])
+        mask_bit = 0x80 if masked else 0
+        if size < 126:
+            header += bytes([mask_bit | size])
+        else:
+            header += bytes([mask_bit | 126]) + size.to_bytes(2, "big")
+        if masked:
+            key = b"\x01\x02\x03\x04"
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            header += key
+        await self.stream.send_all(header + payload)
+
+    async def close_code(self) -> int:
+        """Read frames until the server's close frame; return its code."""
+        with trio.fail_after(5):
+            while True:
+                while len(self.buffer) < 2:
+                    self.buffer += await self._more()
+                opcode, size = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+                offset = 2
+                if size == 126:
+                    while len(self.buffer) < 4:
+                        self.buffer += await self._more()
+                    size, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+                while len(self.buffer) < offset + size:
+                    self.buffer += await self._more()
+                payload = self.buffer[offset : offset + size]
+                self.buffer = self.buffer[offset + size :]
+                if opcode == 0x8:
+                    return int.from_bytes(payload[:2], "big")
+
+    async def _more(self) -> bytes:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise AssertionError("the server closed the socket without a close frame")
+        return bytes(data)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()

@@ -63,3 +63,7 @@ def token(
 
 
 register_serve(app)
+
+
+if __name__ == "__main__":
+    app()

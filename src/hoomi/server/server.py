@@ -143,7 +143,7 @@ class Server:
             ws.run_writer_in(nursery)
             await session.run()
 
-    def _choose(self, handshake: Handshake) -> tuple[int, str] | str:
+    def _choose(self, handshake: Handshake) -> tuple[int, str] | str | None:
         """Accept the upgrade with `hoomi.v1`, or refuse it with an HTTP status."""
         if handshake.path != self.settings.path:
             return 404, f"no WebSocket endpoint at {handshake.path}"
@@ -153,7 +153,7 @@ class Server:
             return 403, "origin not allowed"
         if SUBPROTOCOL not in handshake.subprotocols:
             # Accept, then close with unsupported_protocol (4009) so the client learns why.
-            return ""
+            return None
         return SUBPROTOCOL
 
     # -- registry -------------------------------------------------------------------------
@@ -332,6 +332,7 @@ class Server:
                     request.id,
                     ErrorCode.TOO_LARGE,
                     f"text is longer than max_text_chars ({self.settings.max_text_chars})",
+                    path="$.text",
                 )
                 return
             await self._member(session, request.conversation_id)

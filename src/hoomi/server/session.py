@@ -193,12 +193,14 @@ class Session:
     async def _on_text(self, data: str) -> None:
         self.messages_in += 1
         ready = self.machine.state is State.READY
-        if ready and not self._take_token():
-            return
         try:
             message = decode_client(data)
         except ProtocolError as error:
-            self.fire(Event.BAD_FRAME, error=error)
+            # Garbage counts against the rate limit too; the refusal names the id if any.
+            if not ready or self._take_token(error.request_id):
+                self.fire(Event.BAD_FRAME, error=error)
+            return
+        if ready and not self._take_token(message.id):
             return
         if isinstance(message, m.Hello):
             if ready:
@@ -219,16 +221,30 @@ class Session:
             self.reply_error(message.id, code, str(exc))
         except StoreUnavailable as exc:
             logs.event("store_unavailable", session=self.id, error=str(exc))
-            self.reply_error(message.id, ErrorCode.UNAVAILABLE, "storage is unavailable", 1000)
+            self.reply_error(
+                message.id, ErrorCode.UNAVAILABLE, "storage is unavailable", retry_after_ms=1000
+            )
 
     def reply_error(
-        self, request_id: str, code: ErrorCode, message: str, retry_after_ms: int | None = None
+        self,
+        request_id: str,
+        code: ErrorCode,
+        message: str,
+        *,
+        path: str | None = None,
+        retry_after_ms: int | None = None,
     ) -> None:
         self.send(
-            m.Error(code=code.value, message=message, id=request_id, retry_after_ms=retry_after_ms)
+            m.Error(
+                code=code.value,
+                message=message,
+                id=request_id,
+                path=path,
+                retry_after_ms=retry_after_ms,
+            )
         )
 
-    def _take_token(self) -> bool:
+    def _take_token(self, request_id: str | None) -> bool:
         """Token bucket per connection (HOOMI-LIMIT-2); False if this request was refused."""
         settings = self.server.settings
         now = trio.current_time()
@@ -245,7 +261,12 @@ class Session:
             self.fire(Event.FLOOD, detail="too many requests")
         else:
             wait_ms = int((1 - self._tokens) / settings.rate_per_s * 1000) + 1
-            self.fire(Event.RATE_EXCEEDED, detail="too many requests", retry_after_ms=wait_ms)
+            self.fire(
+                Event.RATE_EXCEEDED,
+                request_id=request_id,
+                detail="too many requests",
+                retry_after_ms=wait_ms,
+            )
         return False
 
     # -- hello ----------------------------------------------------------------------------

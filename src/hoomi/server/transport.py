@@ -125,10 +125,11 @@ class WebSocket:
     # -- handshake ------------------------------------------------------------------------
 
     async def accept(
-        self, choose: Callable[[Handshake], tuple[int, str] | str]
+        self, choose: Callable[[Handshake], tuple[int, str] | str | None]
     ) -> Handshake | None:
-        """Read the HTTP upgrade; `choose` returns the subprotocol to accept or an HTTP
-        (status, reason) to refuse with. None if the client went away or was refused."""
+        """Read the HTTP upgrade; `choose` returns the subprotocol to accept (None: accept
+        without one) or an HTTP (status, reason) to refuse with. Returns None if the client
+        went away or was refused."""
         while True:
             data = await self._stream.receive_some(_RECEIVE_CHUNK)
             try:

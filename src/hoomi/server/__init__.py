@@ -1,0 +1,1 @@
+"""The Hoomi server: transport, sessions, storage, fan-out, auth and settings."""

@@ -1,0 +1,276 @@
+"""Bad input over real sockets: each case gets the spec's error or close code, the server
+stays up, and a bystander pair of clients keeps chatting normally."""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+
+from harness import WRONG_SECRET, Client, RawClient, Running, mint, running_server
+
+_keys = itertools.count()
+
+
+@asynccontextmanager
+async def scene(tmp_path: pathlib.Path, **settings: Any) -> AsyncIterator[tuple[Running, str]]:
+    """A server with a DM alice-bob (its id is yielded) and a bystander DM carol-dave."""
+    async with running_server(tmp_path, **settings) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+        await hoomi.server.create_conversation(kind="direct", members=["carol", "dave"])
+        yield hoomi, dm.conversation_id
+
+
+async def bystanders_still_chat(hoomi: Running) -> None:
+    carol = await hoomi.connect("carol")
+    dave = await hoomi.connect("dave")
+    cid = carol.welcome["conversations"][0]["conversation_id"]
+    ack = await carol.request(
+        "send", conversation_id=cid, client_msg_id=f"b{next(_keys)}", text="ok?"
+    )
+    assert ack["type"] == "ack"
+    got = await dave.expect("message", skip=("presence",))
+    assert got["message"]["seq"] == ack["seq"]
+    await carol.aclose()
+    await dave.aclose()
+
+
+async def test_non_json_and_malformed_requests_get_errors_with_paths(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with scene(tmp_path) as (hoomi, cid):
+        alice = await hoomi.connect("alice")
+        await alice.send("this is not json")
+        error = await alice.expect("error")
+        assert (error["code"], error["path"], "id" in error) == ("bad_request", "$", False)
+        reply = await alice.request("send", conversation_id=cid, client_msg_id="k", text=5)
+        assert (reply["type"], reply["code"], reply["path"]) == ("error", "bad_request", "$.text")
+        reply = await alice.request("history", conversation_id=cid, limit="ten")
+        assert (reply["code"], reply["path"]) == ("bad_request", "$.limit")
+        reply = await alice.request("read", conversation_id=cid)
+        assert (reply["code"], reply["path"]) == ("bad_request", "$.seq")
+        reply = await alice.request("teleport")
+        assert (reply["code"], reply["path"]) == ("unknown_type", "$.type")
+        reply = await alice.request("welcome")
+        assert reply["code"] == "unknown_type"
+        # The connection is still fine.
+        assert (await alice.request("ping"))["type"] == "pong"
+        await bystanders_still_chat(hoomi)
+
+
+async def test_binary_frame_closes_with_unsupported_data(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path) as (hoomi, _):
+        alice = await hoomi.connect("alice")
+        await alice.ws.send_message(b"\x00\x01binary")
+        assert await alice.closed() == 1003
+        await bystanders_still_chat(hoomi)
+
+
+async def test_invalid_utf8_closes_with_invalid_payload(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path) as (hoomi, _):
+        raw = await RawClient.open(hoomi.server.ports[0])
+        await raw.send_frame(0x1, b'{"type":"ping","id":"\xff\xfe"}')
+        assert await raw.close_code() == 1007
+        await raw.aclose()
+        await bystanders_still_chat(hoomi)
+
+
+async def test_broken_framing_closes_with_protocol_error(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path) as (hoomi, _):
+        raw = await RawClient.open(hoomi.server.ports[0])
+        await raw.send_frame(0x1, b'{"type":"ping","id":"p"}', masked=False)  # clients must mask
+        assert await raw.close_code() == 1002
+        await raw.aclose()
+        await bystanders_still_chat(hoomi)
+
+
+async def test_frame_over_the_limit_closes_with_too_big(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path, max_frame_bytes=2048) as (hoomi, cid):
+        alice = await hoomi.connect("alice")
+        assert alice.welcome["limits"]["max_frame_bytes"] == 2048
+        await alice.send(
+            {
+                "type": "send",
+                "id": "s",
+                "conversation_id": cid,
+                "client_msg_id": "k",
+                "text": "x" * 3000,
+            }
+        )
+        assert await alice.closed() == 1009
+        await bystanders_still_chat(hoomi)
+
+
+async def test_text_over_max_text_chars_is_too_large_and_not_stored(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path, max_text_chars=10) as (hoomi, cid):
+        alice = await hoomi.connect("alice")
+        reply = await alice.request("send", conversation_id=cid, client_msg_id="k", text="x" * 11)
+        assert (reply["code"], reply["path"]) == ("too_large", "$.text")
+        assert (await hoomi.store.conversation(cid)).latest_seq == 0
+        await bystanders_still_chat(hoomi)
+
+
+async def test_a_request_before_hello_closes_with_protocol_violation(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with scene(tmp_path) as (hoomi, _):
+        client = await hoomi.connect()
+        await client.send({"type": "ping", "id": "p"})
+        assert await client.closed() == 4003
+        await bystanders_still_chat(hoomi)
+
+
+async def test_a_second_hello_is_invalid_state(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path) as (hoomi, _):
+        alice = await hoomi.connect("alice")
+        reply = await alice.request("hello", token=mint("alice"))
+        assert reply["code"] == "invalid_state"
+        assert (await alice.request("ping"))["type"] == "pong"
+
+
+async def test_no_subprotocol_is_told_why_and_closed(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path) as (hoomi, _):
+        client = await Client.open(hoomi.nursery, hoomi.url, subprotocols=[])
+        hoomi.clients.append(client)
+        assert await client.closed() == 4009
+        await bystanders_still_chat(hoomi)
+
+
+@pytest.mark.parametrize("action", ["send", "history", "typing", "read"])
+async def test_membership_is_checked_on_every_action(tmp_path: pathlib.Path, action: str) -> None:
+    every: dict[str, dict[str, Any]] = {
+        "send": {"client_msg_id": "k", "text": "hi"},
+        "history": {},
+        "typing": {"active": True},
+        "read": {"seq": 1},
+    }
+    fields = every[action]
+    async with scene(tmp_path) as (hoomi, cid):
+        mallory = await hoomi.connect("mallory")
+        forbidden = await mallory.request(action, conversation_id=cid, **fields)
+        assert forbidden["code"] == "forbidden"
+        missing = await mallory.request(action, conversation_id="c_nope", **fields)
+        assert missing["code"] == "not_found"
+        assert (await hoomi.store.conversation(cid)).latest_seq == 0
+        await bystanders_still_chat(hoomi)
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "close"),
+    [
+        (lambda: mint("alice", secret=WRONG_SECRET), "unauthorized", 4001),
+        (lambda: mint("alice", ttl_s=-60), "token_expired", 4002),
+        (lambda: jwt.encode({"sub": "alice", "exp": 2**40}, "", "none"), "unauthorized", 4001),
+        (lambda: mint("alice", nbf=2**40), "unauthorized", 4001),
+        (lambda: "not.a.jwt", "unauthorized", 4001),
+        (
+            lambda: jwt.encode(
+                {"sub": "alice"}, "test-secret-of-sufficient-length-for-hs256", "HS256"
+            ),
+            "unauthorized",
+            4001,
+        ),
+    ],
+    ids=["wrong-key", "expired", "alg-none", "not-yet-valid", "malformed", "no-exp"],
+)
+async def test_refused_tokens(tmp_path: pathlib.Path, token: Any, code: str, close: int) -> None:
+    async with scene(tmp_path) as (hoomi, _):
+        client = await hoomi.connect()
+        await client.send({"type": "hello", "id": "h", "token": token()})
+        error = await client.expect("error")
+        assert (error["code"], error["id"]) == (code, "h")
+        assert await client.closed() == close
+        await bystanders_still_chat(hoomi)
+
+
+async def test_a_flood_is_rate_limited_then_closed(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path, rate_per_s=1, rate_burst=3) as (hoomi, _):
+        alice = await hoomi.connect("alice")
+        for i in range(3):
+            await alice.send({"type": "ping", "id": f"p{i}"})
+        for i in range(3):
+            await alice.send({"type": "ping", "id": f"x{i}"})
+        replies = []
+        for _ in range(6):
+            frame = await alice.recv()
+            replies.append(
+                (frame["id"], frame["type"] if frame["type"] != "error" else frame["code"])
+            )
+            if frame["type"] == "error":
+                assert frame["retry_after_ms"] > 0
+        assert replies == [(f"p{i}", "pong") for i in range(3)] + [
+            (f"x{i}", "rate_limited") for i in range(3)
+        ]
+        await alice.send({"type": "ping", "id": "last straw"})
+        assert await alice.closed() == 4006
+        await bystanders_still_chat(hoomi)
+
+
+async def test_too_many_connections_for_one_user(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path, max_connections_per_user=1) as (hoomi, _):
+        first = await hoomi.connect("alice")
+        second = await hoomi.connect()
+        await second.send({"type": "hello", "id": "h", "token": mint("alice")})
+        assert await second.closed() == 4007
+        assert (await first.request("ping"))["type"] == "pong"
+
+
+async def test_a_client_that_never_reads_is_closed_as_a_slow_consumer(
+    tmp_path: pathlib.Path,
+) -> None:
+    settings = {"outbox_size": 4, "max_text_chars": 60_000, "rate_per_s": 1e6, "rate_burst": 10_000}
+    async with scene(tmp_path, **settings) as (hoomi, cid):
+        stalled = await RawClient.open(hoomi.server.ports[0])
+        hello = orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
+        await stalled.send_frame(0x1, hello)
+        bob = await hoomi.connect("bob")
+        text = "y" * 60_000
+        for i in range(300):  # ~18 MB: more than the kernel's socket buffers hold
+            ack = await bob.request("send", conversation_id=cid, client_msg_id=f"k{i}", text=text)
+            assert ack["type"] == "ack"
+        assert await stalled.close_code() == 4005
+        await stalled.aclose()
+        # Nothing was lost: every message is stored for alice's resume.
+        assert (await hoomi.store.conversation(cid)).latest_seq == 300
+        await bystanders_still_chat(hoomi)
+
+
+async def test_a_client_that_vanishes_goes_offline(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path) as (hoomi, _):
+        bob = await hoomi.connect("bob")
+        vanishing = await RawClient.open(hoomi.server.ports[0])
+        await vanishing.send_frame(
+            0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
+        )
+        online = await bob.expect("presence")
+        assert online["status"] == "online"
+        await vanishing.aclose()  # no close frame
+        offline = await bob.expect("presence")
+        assert (offline["user_id"], offline["status"]) == ("alice", "offline")
+        assert hoomi.server.online.get("alice") is None
+        await bystanders_still_chat(hoomi)
+
+
+async def test_a_silent_peer_is_closed_after_three_heartbeats(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path, heartbeat_interval_ms=100) as (hoomi, _):
+        silent = await RawClient.open(hoomi.server.ports[0])
+        await silent.send_frame(
+            0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
+        )
+        # The raw client answers no ping: the server gives up after three intervals.
+        assert await silent.close_code() == 4008
+        await silent.aclose()
+        await bystanders_still_chat(hoomi)
+
+
+async def test_no_hello_in_time_closes_with_hello_timeout(tmp_path: pathlib.Path) -> None:
+    async with scene(tmp_path, hello_timeout_ms=200) as (hoomi, _):
+        client = await hoomi.connect()
+        assert await client.closed() == 4000
+        await bystanders_still_chat(hoomi)
