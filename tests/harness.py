@@ -53,14 +53,22 @@ class Running:
 async def running_server(
     tmp_path: pathlib.Path, database: str = "hoomi.db", **settings: Any
 ) -> AsyncIterator[Running]:
-    """A server on 127.0.0.1 with a free port and SQLite in `tmp_path`."""
+    """A server on 127.0.0.1 with a free port and SQLite in `tmp_path`. Its wall clock
+    follows Trio's clock, so tests on a MockClock move token expiry too."""
+    epoch = time.time() - trio.current_time()
     config = Settings(
         port=0, database=str(tmp_path / database), jwt_secret=SECRET, **settings
     ).check()
     store = SqliteStore(config.database, synchronous="normal")
     await store.open()
     try:
-        server = Server(config, store, LocalFanout(), TokenVerifier(hs256_secret=SECRET))
+        server = Server(
+            config,
+            store,
+            LocalFanout(),
+            TokenVerifier(hs256_secret=SECRET),
+            wall_clock=lambda: epoch + trio.current_time(),
+        )
         store.on_commit = server.on_commit
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
@@ -89,7 +97,10 @@ class Client:
 
     @classmethod
     async def open(
-        cls, nursery: trio.Nursery, url: str, subprotocols: list[str] | None = None
+        cls,
+        nursery: trio.Nursery,
+        url: str,
+        subprotocols: list[str] | None = None,
     ) -> Client:
         offered = ["hoomi.v1"] if subprotocols is None else subprotocols
         ws = await trio_websocket.connect_websocket_url(nursery, url, subprotocols=offered)
@@ -193,9 +204,9 @@ class RawClient:
             header += key
         await self.stream.send_all(header + payload)
 
-    async def close_code(self) -> int:
+    async def close_code(self, within: float = 5) -> int:
         """Read frames until the server's close frame; return its code."""
-        with trio.fail_after(5):
+        with trio.fail_after(within):
             while True:
                 while len(self.buffer) < 2:
                     self.buffer += await self._more()
@@ -220,3 +231,25 @@ class RawClient:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def upgrade_status(port: int, *, path: str = "/", origin: str | None = None) -> int:
+    """The HTTP status a WebSocket upgrade gets (raw: trio-websocket's client leaks its
+    socket when an upgrade is refused)."""
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Protocol: hoomi.v1",
+    ]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+        with trio.fail_after(5):
+            head = await stream.receive_some(1024)
+    return int(bytes(head).split(b" ", 2)[1])

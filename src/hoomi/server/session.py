@@ -224,6 +224,10 @@ class Session:
             self.reply_error(
                 message.id, ErrorCode.UNAVAILABLE, "storage is unavailable", retry_after_ms=1000
             )
+        except Exception:
+            # One request failed, not the connection (HOOMI-ERR-3): say so and go on.
+            logs.failure("request_failed", session=self.id, user=self.user_id, type=message.TYPE)
+            self.reply_error(message.id, ErrorCode.INTERNAL, "the server failed on this request")
 
     def reply_error(
         self,

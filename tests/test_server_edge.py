@@ -1,0 +1,54 @@
+"""The edge of the server: TLS (WSS), the Origin allow-list, the upgrade itself."""
+
+from __future__ import annotations
+
+import pathlib
+import ssl
+
+import pytest
+import trio
+import trio_websocket
+import trustme
+
+from harness import mint, running_server, upgrade_status
+
+
+async def test_wss_with_a_certificate_and_key(tmp_path: pathlib.Path) -> None:
+    authority = trustme.CA()
+    cert = authority.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    async with running_server(tmp_path, tls_cert=str(cert_file), tls_key=str(key_file)) as hoomi:
+        context = ssl.create_default_context()
+        authority.configure_trust(context)
+        url = f"wss://127.0.0.1:{hoomi.server.ports[0]}/"
+        async with trio_websocket.open_websocket_url(
+            url, ssl_context=context, subprotocols=["hoomi.v1"]
+        ) as ws:
+            await ws.send_message(f'{{"type":"hello","id":"h","token":"{mint("alice")}"}}')
+            with trio.fail_after(5):
+                welcome = await ws.get_message()
+            assert '"type":"welcome"' in str(welcome)
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [("https://app.hoomi.example", 101), ("https://evil.example", 403), (None, 101)],
+)
+async def test_only_allowed_browser_origins_connect(
+    tmp_path: pathlib.Path, origin: str | None, status: int
+) -> None:
+    async with running_server(tmp_path, allowed_origin=("https://app.hoomi.example",)) as hoomi:
+        assert await upgrade_status(hoomi.server.ports[0], origin=origin) == status
+
+
+async def test_a_wrong_path_is_404_and_plain_http_is_400(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path) as hoomi:
+        assert await upgrade_status(hoomi.server.ports[0], path="/elsewhere") == 404
+        stream = await trio.open_tcp_stream("127.0.0.1", hoomi.server.ports[0])
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            with trio.fail_after(5):
+                response = await stream.receive_some(1024)
+        assert response.startswith(b"HTTP/1.1 400")

@@ -1,0 +1,54 @@
+"""Failures inside the server stay inside one request or one connection."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from harness import mint, running_server
+from hoomi.server.store import MemberView
+
+
+class Boom(RuntimeError):
+    pass
+
+
+async def test_a_failing_request_gets_internal_and_the_connection_stays(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
+
+        async def broken_history(*args: Any, **kwargs: Any) -> Any:
+            raise Boom("disk on fire")
+
+        hoomi.store.history = broken_history  # type: ignore[method-assign]
+        alice = await hoomi.connect("alice")
+        reply = await alice.request("history", conversation_id=dm.conversation_id)
+        assert (reply["type"], reply["code"]) == ("error", "internal")
+        assert (await alice.request("ping"))["type"] == "pong"
+
+
+async def test_a_failing_connection_closes_with_1011_and_others_go_on(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
+        bob = await hoomi.connect("bob")
+        real = hoomi.store.conversations_of
+
+        async def fails_for_alice(user_id: str) -> list[MemberView]:
+            if user_id == "alice":
+                raise Boom("cannot load alice")
+            return await real(user_id)
+
+        hoomi.store.conversations_of = fails_for_alice  # type: ignore[method-assign]
+        alice = await hoomi.connect()
+        await alice.send({"type": "hello", "id": "h", "token": mint("alice")})
+        assert await alice.closed() == 1011
+        ack = await bob.request(
+            "send", conversation_id=dm.conversation_id, client_msg_id="k", text="x"
+        )
+        assert ack["type"] == "ack"
+        carol = await hoomi.connect("carol")
+        assert carol.welcome["type"] == "welcome"

@@ -1,0 +1,83 @@
+"""Timers on a mock clock: typing expiry, token warning/refresh/expiry, heartbeats.
+
+The clock jumps only after 10 ms of real idleness, so the store's worker threads (during
+which every task is blocked) never make time leap; waits here cost no real time.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import jwt
+import orjson
+import pytest
+import trio
+import trio.testing
+
+from harness import SECRET, RawClient, mint, running_server
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.01)
+
+
+async def test_typing_expires_after_the_ttl_and_is_never_stuck(
+    tmp_path: pathlib.Path, clock: trio.testing.MockClock
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+        alice = await hoomi.connect("alice")
+        bob = await hoomi.connect("bob")
+        await alice.request("typing", conversation_id=dm.conversation_id, active=True)
+        started = trio.current_time()
+        assert (await bob.expect("user_typing", skip=("presence",)))["active"] is True
+        # A repeat within the ttl extends it and tells nobody anything new.
+        await trio.sleep(3)
+        await alice.request("typing", conversation_id=dm.conversation_id, active=True)
+        stopped = await bob.expect("user_typing", within=30)
+        assert stopped["active"] is False
+        waited = trio.current_time() - started
+        assert 8 <= waited <= 9.5, waited  # 3 s + ttl 5 s, plus at most one scheduler tick
+
+
+async def test_token_warning_refresh_and_expiry(
+    tmp_path: pathlib.Path, clock: trio.testing.MockClock
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        now = time.time() - trio.current_time()
+
+        def token(user: str, ttl: float) -> str:
+            exp = int(now + trio.current_time() + ttl)
+            return jwt.encode({"sub": user, "exp": exp}, SECRET, "HS256")
+
+        keeper = await hoomi.connect()
+        await keeper.hello(token("alice", 90))
+        forgetful = await hoomi.connect()
+        await forgetful.hello(token("bob", 90))
+        warning = await keeper.expect("token_expiring", within=60, skip=("presence",))
+        assert warning["expires_at"] == keeper.welcome["token_expires_at"]
+        assert (await keeper.request("refresh", token=token("alice", 3600)))["type"] == "ok"
+        other_user = await keeper.request("refresh", token=token("bob", 3600))
+        assert other_user["code"] == "unauthorized"
+        assert await forgetful.closed(within=120) == 4002
+        await trio.sleep(60)
+        assert (await keeper.request("ping"))["type"] == "pong"
+
+
+async def test_heartbeats_keep_live_clients_and_drop_silent_ones(
+    tmp_path: pathlib.Path, clock: trio.testing.MockClock
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        lively = await hoomi.connect("alice")  # trio-websocket answers pings by itself
+        silent = await RawClient.open(hoomi.server.ports[0])
+        await silent.send_frame(
+            0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("bob")})
+        )
+        started = trio.current_time()
+        assert await silent.close_code(within=120) == 4008
+        assert 75 <= trio.current_time() - started <= 77
+        await silent.aclose()
+        await trio.sleep(100)
+        assert (await lively.request("ping"))["type"] == "pong"
