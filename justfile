@@ -12,6 +12,10 @@ setup:
     {{bin}}/python -m pip install -q --upgrade pip
     {{bin}}/python -m pip install -q -e '.[dev]'
 
+# Run a development server: SQLite, in-process fan-out, a throwaway token secret.
+serve *args:
+    {{bin}}/hoomi serve --dev {{args}}
+
 # ruff (lint + format check) and mypy --strict.
 lint:
     {{bin}}/ruff check .
