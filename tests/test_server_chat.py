@@ -49,3 +49,24 @@ async def test_two_clients_authenticate_chat_and_see_each_other(tmp_path: pathli
         assert (offline["user_id"], offline["status"]) == ("bob", "offline")
         assert isinstance(offline["last_seen"], int)
         await alice.aclose()
+
+
+async def test_presence_aggregates_over_a_users_sessions(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path, hello_timeout_ms=300) as hoomi:
+        await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
+        bob = await hoomi.connect("bob")
+        phone = await hoomi.connect("alice")
+        assert (await bob.expect("presence"))["status"] == "online"
+        laptop = await hoomi.connect("alice")
+        # A session that never finishes its hello does not count either way.
+        stalled = await hoomi.connect()
+        assert await stalled.closed() == 4000
+        await phone.aclose()
+        await bob.silent(0.2)  # alice is still online on her laptop
+        query = await bob.request("presence_query", user_ids=["alice", "stranger"])
+        assert query["users"] == [{"user_id": "alice", "status": "online"}]
+        await laptop.aclose()
+        offline = await bob.expect("presence")
+        assert (offline["user_id"], offline["status"]) == ("alice", "offline")
+        query = await bob.request("presence_query", user_ids=["alice"])
+        assert query["users"][0]["last_seen"] == offline["last_seen"]

@@ -172,6 +172,7 @@ class Server:
         for cid in conversations:
             self.fanout.subscribe(cid, session)
         user = session.user_id
+        session.counted_online = True
         self.online[user] = self.online.get(user, 0) + 1
         if self.online[user] == 1:
             self._broadcast_presence(user, conversations, m.Presence(user_id=user, status="online"))
@@ -187,7 +188,7 @@ class Server:
                 del self.by_user[user]
         for cid in session.conversations:
             self.fanout.unsubscribe(cid, session)
-        if user and user in self.online:
+        if session.counted_online:
             self.online[user] -= 1
             if self.online[user] == 0:
                 del self.online[user]

@@ -54,6 +54,7 @@ class Session:
         self.hello_deadline = now + server.settings.hello_timeout_ms / 1000
         self.last_ping = now
         self.conversations: set[str] = set()
+        self.counted_online = False  # counted in the server's presence aggregate
         self.last_seq: dict[str, int] = {}
         self.messages_in = 0
         self.messages_out = 0
