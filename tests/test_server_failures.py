@@ -52,3 +52,18 @@ async def test_a_failing_connection_closes_with_1011_and_others_go_on(
         assert ack["type"] == "ack"
         carol = await hoomi.connect("carol")
         assert carol.welcome["type"] == "welcome"
+
+
+async def test_unreachable_storage_is_unavailable_with_retry_after(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="group", members=["alice"])
+        alice = await hoomi.connect("alice")
+        await hoomi.store.aclose()  # the database goes away under a live server
+        reply = await alice.request(
+            "send", conversation_id=dm.conversation_id, client_msg_id="k", text="hello?"
+        )
+        assert (reply["type"], reply["code"]) == ("error", "unavailable")
+        assert reply["retry_after_ms"] > 0
+        assert (await alice.request("ping"))["type"] == "pong"
