@@ -78,6 +78,21 @@ class Settings:
     drain_timeout_ms: int = attrs.field(
         default=10_000, metadata=_help("Shutdown: time to flush outboxes (ms).")
     )
+    admin_host: str = attrs.field(
+        default="127.0.0.1", metadata=_help("Admin/server API address (keep it private).")
+    )
+    admin_port: int = attrs.field(
+        default=8766, metadata=_help("Admin/server API port (0 picks a free one).")
+    )
+    admin_token: str | None = attrs.field(
+        default=None,
+        metadata=_help(
+            "Bearer token of the admin API; without one only health and metrics answer."
+        ),
+    )
+    mint_tokens: bool = attrs.field(
+        default=False, metadata=_help("Let the admin API mint user tokens (development, tests).")
+    )
     tls_cert: str | None = attrs.field(default=None, metadata=_help("TLS certificate (PEM)."))
     tls_key: str | None = attrs.field(default=None, metadata=_help("TLS private key (PEM)."))
     log_level: Literal["debug", "info", "warning", "error"] = attrs.field(
@@ -108,8 +123,13 @@ class Settings:
         for name in ("replay_max", "token_warning_ms", "drain_timeout_ms", "jwt_leeway_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative (got {getattr(self, name)}).")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535 (got {self.port}).")
+        for name in ("port", "admin_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(
+                    f"{name} must be between 0 and 65535 (got {getattr(self, name)})."
+                )
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ConfigError("admin_token must be at least 16 characters.")
         if not self.path.startswith("/"):
             raise ConfigError(f"path must start with '/' (got {self.path!r}).")
         if self.max_frame_bytes < 1024:

@@ -34,8 +34,9 @@ class Fanout(Protocol):
         *,
         seq: int | None = None,
         skip_user: str | None = None,
-    ) -> None:
-        """Deliver `frame` to every subscriber of the conversation (but `skip_user`'s)."""
+    ) -> int:
+        """Deliver `frame` to every subscriber of the conversation (but `skip_user`'s);
+        returns how many sessions it was handed to."""
 
     def subscribers(self, conversation_ids: Iterable[str]) -> set[Subscriber]:
         """The local subscribers of any of these conversations, each once."""
@@ -64,11 +65,14 @@ class LocalFanout:
         *,
         seq: int | None = None,
         skip_user: str | None = None,
-    ) -> None:
+    ) -> int:
         # A copy: a delivery may end a session, which unsubscribes it later, not during this.
+        delivered = 0
         for subscriber in tuple(self._subscribers.get(conversation_id, ())):
             if subscriber.user_id != skip_user:
                 subscriber.deliver(conversation_id, seq, frame)
+                delivered += 1
+        return delivered
 
     def subscribers(self, conversation_ids: Iterable[str]) -> set[Subscriber]:
         found: set[Subscriber] = set()

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 
 import trio
+from prometheus_client.context_managers import Timer
 
 from hoomi.protocol import SPEC_VERSION, SUBPROTOCOL, ErrorCode, Event, State, encode_bytes
 from hoomi.protocol import messages as m
@@ -28,6 +29,7 @@ from . import logs
 from .auth import TokenError, TokenVerifier
 from .config import Settings
 from .fanout import Fanout
+from .metrics import Metrics
 from .session import Session
 from .store import ConversationInfo, ConversationKind, MemberView, NotAMember, Store
 from .transport import Handshake, WebSocket, text_frame
@@ -70,7 +72,11 @@ class Server:
         self.typing: dict[tuple[str, str], float] = {}  # (conversation, user) -> deadline
         self.ports: list[int] = []
         self.draining = False
+        self.metrics = Metrics()
+        self.started_at = wall_clock()
+        self._watchers: set[trio.MemorySendChannel[dict[str, object]]] = set()
         self._accepting = trio.CancelScope()
+        self._stop = trio.Event()
         self._stopped = trio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -95,21 +101,32 @@ class Server:
                 task_status.started(self)
                 with self._accepting:
                     await trio.serve_listeners(handler, listeners, handler_nursery=connections)
-                for session in list(self.sessions.values()):
-                    if session.machine.state not in (State.CLOSING, State.CLOSED):
-                        session.fire(Event.DRAIN, detail="server is shutting down")
+                self._close_all("server is draining")
+                await self._stop.wait()
+                self._close_all("server is shutting down")
                 connections.cancel_scope.deadline = (
                     trio.current_time() + settings.drain_timeout_ms / 1000
                 )
             outer.cancel_scope.cancel()
         self._stopped.set()
 
-    def shutdown(self) -> None:
-        """Stop accepting and close every session with going_away (idempotent)."""
+    def drain(self) -> None:
+        """Stop accepting and close every session with going_away, so that clients reconnect
+        elsewhere; the process keeps serving the admin API until `shutdown` (idempotent)."""
         if not self.draining:
-            logs.event("shutdown", sessions=len(self.sessions))
+            logs.event("drain", sessions=len(self.sessions))
         self.draining = True
         self._accepting.cancel()
+
+    def shutdown(self) -> None:
+        """Drain, then end `serve` once the sessions are gone or the drain deadline passed."""
+        self.drain()
+        self._stop.set()
+
+    def _close_all(self, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            if session.machine.state not in (State.CLOSING, State.CLOSED):
+                session.fire(Event.DRAIN, detail=reason)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -136,7 +153,9 @@ class Server:
             return
         session = Session(self, ws, remote)
         self.sessions[session.id] = session
+        self.metrics.connections.inc()
         logs.event("connected", session=session.id, remote=remote, origin=handshake.origin)
+        self.notify("connect", session)
         if SUBPROTOCOL not in handshake.subprotocols:
             session.fire(Event.NO_SUBPROTOCOL, detail="offer the subprotocol hoomi.v1")
         async with trio.open_nursery() as nursery:
@@ -173,7 +192,9 @@ class Server:
             self.fanout.subscribe(cid, session)
         user = session.user_id
         session.counted_online = True
+        self.metrics.sessions_ready.inc()
         self.online[user] = self.online.get(user, 0) + 1
+        self.metrics.users_online.set(len(self.online))
         if self.online[user] == 1:
             self._broadcast_presence(user, conversations, m.Presence(user_id=user, status="online"))
 
@@ -181,6 +202,7 @@ class Server:
         """Forget an ended session (idempotent): subscriptions, presence, typing."""
         if self.sessions.pop(session.id, None) is None:
             return
+        self.metrics.connections.dec()
         user = session.user_id
         if user:
             self.by_user[user].discard(session)
@@ -189,6 +211,7 @@ class Server:
         for cid in session.conversations:
             self.fanout.unsubscribe(cid, session)
         if session.counted_online:
+            self.metrics.sessions_ready.dec()
             self.online[user] -= 1
             if self.online[user] == 0:
                 del self.online[user]
@@ -198,7 +221,9 @@ class Server:
                     self.set_typing(key[0], user, active=False)
                 offline = m.Presence(user_id=user, status="offline", last_seen=now)
                 self._broadcast_presence(user, session.conversations, offline)
+        self.metrics.users_online.set(len(self.online))
         logs.event("disconnected", session=session.id, user=user or None)
+        self.notify("disconnect", session)
 
     def _broadcast_presence(
         self, user: str, conversations: Iterable[str], event: m.Presence
@@ -232,7 +257,40 @@ class Server:
             return False
         logs.event("kick", session=session_id, user=session.user_id or None, reason=reason)
         session.fire(Event.KICK, detail=reason)
+        self.notify("kick", session, reason=reason)
         return True
+
+    def kick_user(self, user_id: str, reason: str = "kicked by an operator") -> list[str]:
+        """Kick every live session of a user; the ids of those kicked."""
+        ids = [s.id for s in list(self.by_user.get(user_id, ()))]
+        return [sid for sid in ids if self.kick(sid, reason)]
+
+    # -- watching -------------------------------------------------------------------------
+
+    def notify(self, kind: str, session: Session, **extra: object) -> None:
+        """Tell every watcher of a connect, disconnect or kick; a watcher that does not keep
+        up loses events (it is told so by a `dropped` count), never slows the server."""
+        if not self._watchers:
+            return
+        event: dict[str, object] = {
+            "event": kind,
+            "at": self.wall_ms(),
+            "session": session.snapshot(),
+            **extra,
+        }
+        for channel in list(self._watchers):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                pass
+            except trio.BrokenResourceError:
+                self._watchers.discard(channel)
+
+    def watch(self, buffer: int = 256) -> trio.MemoryReceiveChannel[dict[str, object]]:
+        """A channel of session events; close it to stop watching. Bounded by `buffer`."""
+        send, receive = trio.open_memory_channel[dict[str, object]](buffer)
+        self._watchers.add(send)
+        return receive
 
     async def create_conversation(
         self, *, kind: ConversationKind, members: Sequence[str], title: str | None = None
@@ -295,11 +353,16 @@ class Server:
 
     def on_commit(self, messages: Sequence[m.ChatMessage]) -> None:
         """The store's commit hook: called in commit (so seq) order, before any ack."""
+        started = time.perf_counter()
+        deliveries = 0
         for message in messages:
             cid = message.conversation_id
             self.published_seq[cid] = max(self.published_seq.get(cid, 0), message.seq)
             frame = text_frame(encode_bytes(m.MessageEvent(message=message)))
-            self.fanout.publish(cid, frame, seq=message.seq)
+            deliveries += self.fanout.publish(cid, frame, seq=message.seq)
+        self.metrics.messages_stored.inc(len(messages))
+        self.metrics.deliveries.inc(deliveries)
+        self.metrics.fanout_seconds.observe(time.perf_counter() - started)
 
     def set_typing(self, cid: str, user: str, *, active: bool) -> None:
         """Change a typing state; members hear of changes only (HOOMI-TYPING-2)."""
@@ -337,14 +400,15 @@ class Server:
                 )
                 return
             await self._member(session, request.conversation_id)
-            appended = await self.store.append(
-                conversation_id=request.conversation_id,
-                sender_id=user,
-                client_msg_id=request.client_msg_id,
-                text=request.text,
-                kind="user",
-                now_ms=self.wall_ms(),
-            )
+            with self._timed("append"):
+                appended = await self.store.append(
+                    conversation_id=request.conversation_id,
+                    sender_id=user,
+                    client_msg_id=request.client_msg_id,
+                    text=request.text,
+                    kind="user",
+                    now_ms=self.wall_ms(),
+                )
             stored = appended.message
             self.set_typing(request.conversation_id, user, active=False)
             session.send(
@@ -362,12 +426,13 @@ class Server:
             limit = min(
                 request.limit or self.settings.history_page_max, self.settings.history_page_max
             )
-            page = await self.store.history(
-                request.conversation_id,
-                before_seq=request.before_seq,
-                after_seq=request.after_seq,
-                limit=limit,
-            )
+            with self._timed("history"):
+                page = await self.store.history(
+                    request.conversation_id,
+                    before_seq=request.before_seq,
+                    after_seq=request.after_seq,
+                    limit=limit,
+                )
             session.send(
                 m.HistoryPage(
                     id=request.id,
@@ -382,7 +447,10 @@ class Server:
             session.send(m.Ok(id=request.id))
         elif isinstance(request, m.Read):
             await self._member(session, request.conversation_id)
-            marker, moved = await self.store.mark_read(request.conversation_id, user, request.seq)
+            with self._timed("mark_read"):
+                marker, moved = await self.store.mark_read(
+                    request.conversation_id, user, request.seq
+                )
             session.send(m.Ok(id=request.id))
             if moved:
                 receipt = m.Receipt(
@@ -437,6 +505,7 @@ class Server:
             await trio.sleep(tick)
             now = trio.current_time()
             wall_ms = self.wall_ms()
+            self._sample_rates(now)
             for session in list(self.sessions.values()):
                 state = session.machine.state
                 if state in (State.AWAITING_HELLO, State.AUTHENTICATING):
@@ -459,3 +528,15 @@ class Server:
             session.fire(Event.TOKEN_EXPIRING)
         elif now - session.last_ping >= interval:
             session.fire(Event.HEARTBEAT_TICK)
+
+    def _timed(self, operation: str) -> Timer:
+        return self.metrics.store_seconds.labels(operation).time()
+
+    def _sample_rates(self, now: float) -> None:
+        value = self.metrics.registry.get_sample_value
+        self.metrics.rates.sample(
+            now,
+            value("hoomi_frames_in_total") or 0.0,
+            value("hoomi_frames_out_total") or 0.0,
+            value("hoomi_deliveries_total") or 0.0,
+        )

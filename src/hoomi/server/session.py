@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from hoomi.protocol import (
+    SUBPROTOCOL,
     CloseCode,
     ConnectionState,
     ErrorCode,
@@ -68,6 +69,30 @@ class Session:
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.user_id or '-'} {self.machine.state.value}>"
 
+    def snapshot(self, *, detail: bool = False) -> dict[str, object]:
+        """What operators see of this session (the admin API's session object)."""
+        server = self.server
+        to_wall = server.wall_ms() - int(trio.current_time() * 1000)
+        info: dict[str, object] = {
+            "session_id": self.id,
+            "user_id": self.user_id or None,
+            "state": self.machine.state.value,
+            "remote": self.remote,
+            "client": {"name": self.client.name, "version": self.client.version}
+            if self.client
+            else None,
+            "protocol": SUBPROTOCOL,
+            "connected_at": int(self.connected_at * 1000) + to_wall,
+            "last_activity": int(self.ws.last_received * 1000) + to_wall,
+            "outbox_depth": self.ws.queued,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "conversations": sorted(self.conversations),
+        }
+        if detail:
+            info["last_seq"] = dict(sorted(self.last_seq.items()))
+        return info
+
     # -- outbound -------------------------------------------------------------------------
 
     def push(self, frame: bytes) -> None:
@@ -78,6 +103,9 @@ class Session:
             self.fire(Event.OUTBOX_FULL)
 
     def send(self, message: m.ServerMessage) -> None:
+        self.server.metrics.messages_out.inc()
+        if isinstance(message, m.Error):
+            self.server.metrics.errors.labels(message.code).inc()
         self.push(text_frame(encode_bytes(message)))
 
     def deliver(self, conversation_id: str, seq: int | None, frame: bytes) -> None:
@@ -141,6 +169,9 @@ class Session:
         return transition
 
     def _close(self, code: CloseCode, detail: str) -> None:
+        self.server.metrics.closes.labels(str(code.value)).inc()
+        if code is CloseCode.SLOW_CONSUMER:
+            self.server.metrics.slow_consumers.inc()
         self.ws.close_nowait(code.value, (detail or code.name.lower())[:120])
         # The reader keeps reading until the peer answers the close, at most this long.
         self._scope.deadline = min(
@@ -193,6 +224,7 @@ class Session:
 
     async def _on_text(self, data: str) -> None:
         self.messages_in += 1
+        self.server.metrics.messages_in.inc()
         ready = self.machine.state is State.READY
         try:
             message = decode_client(data)

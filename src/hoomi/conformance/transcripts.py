@@ -1,0 +1,1125 @@
+"""Run the spec's transcripts (spec/v1/transcripts/README.md) against a live server.
+
+    run_transcript ─┬─ backend.start(config) → ws URL
+                    ├─ setup through the backend: conversations, then messages
+                    ├─ one nursery per run ─┬─ steps (this task)
+                    │                       └─ one reader task per connection
+                    ├─ close what is still open (bounded), cancel the readers
+                    └─ backend.stop()
+
+The runner speaks the protocol with its own small WebSocket client (wsproto over a trio
+stream), so it controls what a library would hide: `pause_reading` stops reading the socket
+altogether (no pongs, the server's writes back up), `drop` aborts the TCP connection without
+a close frame and `text_bytes` sends a text frame with arbitrary bytes. Everything that is not
+the WebSocket goes through a `Backend`: the in-process test backend wraps `Server`; another
+one could drive a server process through its admin API.
+
+Setup messages and `post` steps of kind `user` are stored through `Backend.post` as well, not
+sent over a connection: setup then opens no sessions, so it causes no presence events, uses
+no rate-limit tokens and no session slots, and seqs stay deterministic.
+
+Bounds: `expect`, `expect_any_order`, `expect_close`, `close` and `connect` wait at most the
+step timeout (`timeout_ms`, or the step's own `timeout_ms`); `expect_silence` and `sleep_ms`
+wait what they say; backend calls at most `backend_timeout_s`; closing what is left open at
+the end at most `_CLEANUP_S`. A run's reader tasks never outlive `run_transcript`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import enum
+import json
+import os
+import pathlib
+import socket
+import ssl
+import struct
+from collections import deque
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import ProtocolError as WsProtocolError
+
+DEFAULT_TIMEOUT_MS = 5000
+_CHUNK = 65536
+_CLEANUP_S = 2.0
+_SHOW_CHARS = 300
+
+# -- errors and results -------------------------------------------------------------------
+
+
+class TranscriptError(Exception):
+    """The transcript itself is wrong: an unknown verb, connection, conversation ref or var."""
+
+
+class Unsupported(Exception):
+    """Raised by `Backend.start` when it cannot apply a config setting: the transcript is
+    then reported as skipped, never as passed."""
+
+
+class _StepFailed(Exception):
+    """A step's expectation did not hold; the message says what was expected and what came."""
+
+
+class _Failure(Exception):
+    def __init__(self, step: int | None, where: str, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.where = where
+        self.message = message
+
+
+class Outcome(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@attrs.frozen(kw_only=True)
+class Result:
+    """What happened to one transcript. `step` is the index into `Transcript.steps` of the
+    failing step (None if setup or the server itself failed); `where` names it for people."""
+
+    name: str
+    outcome: Outcome
+    requirements: tuple[str, ...]
+    step: int | None = None
+    where: str = ""
+    message: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.PASSED
+
+    def describe(self) -> str:
+        head = f"{self.name}: {self.outcome.value} ({', '.join(self.requirements)})"
+        if self.outcome is Outcome.PASSED:
+            return head
+        where = f" at {self.where}" if self.where else ""
+        return f"{head}{where}: {self.message}"
+
+
+# -- transcripts ----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Transcript:
+    """One parsed transcript file; `steps` and `setup` stay plain JSON."""
+
+    name: str
+    title: str
+    requirements: tuple[str, ...]
+    config: Mapping[str, Any]
+    ignore_types: frozenset[str]
+    setup: Mapping[str, Any]
+    steps: tuple[Mapping[str, Any], ...]
+    description: str = ""
+    path: pathlib.Path | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: pathlib.Path | None = None) -> Transcript:
+        try:
+            return cls(
+                name=data["name"],
+                title=data["title"],
+                requirements=tuple(data["requirements"]),
+                config=dict(data.get("config", {})),
+                ignore_types=frozenset(data.get("ignore_types", ())),
+                setup=data["setup"],
+                steps=tuple(data["steps"]),
+                description=data.get("description", ""),
+                path=path,
+            )
+        except (KeyError, TypeError) as exc:
+            raise TranscriptError(f"{path or 'transcript'}: missing or bad field {exc}") from None
+
+
+def load_transcripts(directory: str | os.PathLike[str]) -> list[Transcript]:
+    """Every `*.json` transcript in `directory`, sorted by file name."""
+    transcripts = []
+    for path in sorted(pathlib.Path(directory).glob("*.json")):
+        transcript = Transcript.from_dict(json.loads(path.read_text(encoding="utf-8")), path)
+        if transcript.name != path.stem:
+            raise TranscriptError(f"{path}: name {transcript.name!r} is not the file stem")
+        transcripts.append(transcript)
+    return transcripts
+
+
+# -- the backend ----------------------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """Everything the runner needs that is not the WebSocket.
+
+    The runner bounds every call with a cancel scope, so a backend must not leave anything
+    open in the caller's task: an in-process server runs in a task of the backend's own
+    nursery (`await nursery.start(...)` in `start`), not in a context entered by `start`.
+    """
+
+    async def start(self, config: Mapping[str, Any]) -> str:
+        """Start (or reset to) a fresh server with an empty store and `config` on top of the
+        defaults; return its WebSocket URL. Raise `Unsupported` for a setting it cannot apply."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the server started by `start` (it is never reused after a drain)."""
+        ...
+
+    def mint(
+        self,
+        sub: str,
+        *,
+        exp_in_s: int = 3600,
+        nbf_in_s: int | None = None,
+        alg: str = "HS256",
+        key: str = "valid",
+    ) -> str:
+        """A JWT for `sub` with iat = now, exp = now + exp_in_s, nbf = now + nbf_in_s if given,
+        plus any claims the server requires. alg "none": unsigned (see `unsigned_jwt`);
+        key "wrong": signed with a key the server does not trust."""
+        ...
+
+    async def create_conversation(
+        self, kind: str, members: Sequence[str], title: str | None
+    ) -> str:
+        """Create a conversation; return the server's id for it."""
+        ...
+
+    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> None:
+        """Store a message: kind "user" as `sender`'s message, kind "system" as the server's."""
+        ...
+
+    async def add_member(self, conversation_id: str, user: str) -> None: ...
+
+    async def remove_member(self, conversation_id: str, user: str) -> None: ...
+
+    async def kick(self, session_id: str) -> None:
+        """Close that session with kicked (4004)."""
+        ...
+
+    async def drain(self) -> None:
+        """Start a graceful shutdown; return without waiting for it to finish."""
+        ...
+
+
+def unsigned_jwt(claims: Mapping[str, Any]) -> str:
+    """A JWT with alg "none" and an empty signature, for backends' `mint`."""
+
+    def part(obj: Mapping[str, Any]) -> str:
+        raw = json.dumps(dict(obj), separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+# -- placeholders and patterns --------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _Env:
+    conversations: Mapping[str, str]
+    variables: Mapping[str, Any]
+    iteration: int | None = None
+
+    def resolve(self, key: str, arg: Any) -> Any:
+        if key == "$conv":
+            if arg not in self.conversations:
+                raise TranscriptError(f"unknown conversation ref {arg!r}")
+            return self.conversations[arg]
+        if key == "$var":
+            if arg not in self.variables:
+                raise TranscriptError(f"$var {arg!r} was never captured")
+            return self.variables[arg]
+        if key == "$i":
+            if self.iteration is None:
+                raise TranscriptError("$i outside repeat")
+            return f"{arg}{self.iteration}"
+        raise TranscriptError(f"unknown placeholder {key}")
+
+    def with_captures(self, captures: Mapping[str, Any]) -> _Env:
+        if not captures:
+            return self
+        return attrs.evolve(self, variables={**self.variables, **captures})
+
+
+def _special(value: Any) -> tuple[str, Any] | None:
+    """(key, argument) if `value` is a placeholder object like {"$conv": "dm"}."""
+    if isinstance(value, dict) and len(value) == 1:
+        [(key, arg)] = value.items()
+        if isinstance(key, str) and key.startswith("$"):
+            return key, arg
+    return None
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+    if len(text) > _SHOW_CHARS:
+        return f"{text[:_SHOW_CHARS]}…({len(text)} chars)"
+    return text
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: numbers by value, but booleans are not numbers."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if a is None or b is None:
+        return a is None and b is None
+    return type(a) is type(b) and bool(a == b)
+
+
+def _is_type(value: Any, name: Any) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "integer":
+        return number and (isinstance(value, int) or float(value).is_integer())
+    checks: dict[str, bool] = {
+        "string": isinstance(value, str),
+        "number": number,
+        "boolean": isinstance(value, bool),
+        "object": isinstance(value, dict),
+        "array": isinstance(value, list),
+        "null": value is None,
+    }
+    if name not in checks:
+        raise TranscriptError(f"unknown $any type {name!r}")
+    return checks[name]
+
+
+class _Mismatch(Exception):
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"at {path}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+def _match(pattern: Any, value: Any, env: _Env, path: str) -> dict[str, Any]:
+    """Match per the README; return the new captures or raise `_Mismatch`."""
+    special = _special(pattern)
+    if special is not None:
+        key, arg = special
+        if key == "$any":
+            if not _is_type(value, arg):
+                raise _Mismatch(path, f"expected any {arg}, got {_show(value)}")
+            return {}
+        if key == "$capture":
+            if arg in env.variables:
+                raise TranscriptError(f"$capture {arg!r} is captured twice")
+            return {arg: value}
+        if key == "$unordered":
+            return _match_unordered(arg, value, env, path)
+        expected = env.resolve(key, arg)
+        if not _json_equal(expected, value):
+            what = f"{_show(expected)} ({key} {arg})"
+            raise _Mismatch(path, f"expected {what}, got {_show(value)}")
+        return {}
+    if isinstance(pattern, dict):
+        if not isinstance(value, dict):
+            raise _Mismatch(path, f"expected an object, got {_show(value)}")
+        captures: dict[str, Any] = {}
+        for key, sub in pattern.items():
+            sub_path = f"{path}.{key}"
+            if _special(sub) == ("$absent", True):
+                if key in value:
+                    raise _Mismatch(sub_path, f"expected no such key, got {_show(value[key])}")
+                continue
+            if key not in value:
+                raise _Mismatch(sub_path, f"missing (expected {_show(sub)})")
+            captures.update(_match(sub, value[key], env.with_captures(captures), sub_path))
+        return captures
+    if isinstance(pattern, list):
+        if not isinstance(value, list) or len(value) != len(pattern):
+            raise _Mismatch(path, f"expected an array of {len(pattern)}, got {_show(value)}")
+        captures = {}
+        for index, (sub, item) in enumerate(zip(pattern, value, strict=True)):
+            captures.update(_match(sub, item, env.with_captures(captures), f"{path}[{index}]"))
+        return captures
+    if not _json_equal(pattern, value):
+        raise _Mismatch(path, f"expected {_show(pattern)}, got {_show(value)}")
+    return {}
+
+
+def _assign(patterns: Sequence[Any], values: Sequence[Any], env: _Env) -> dict[str, Any] | None:
+    """Captures of a one-to-one matching of `patterns` to `values` in some order, or None."""
+
+    def search(i: int, used: frozenset[int], captures: dict[str, Any]) -> dict[str, Any] | None:
+        if i == len(patterns):
+            return captures
+        for j, value in enumerate(values):
+            if j in used:
+                continue
+            try:
+                got = _match(patterns[i], value, env.with_captures(captures), "$")
+            except _Mismatch:
+                continue
+            found = search(i + 1, used | {j}, {**captures, **got})
+            if found is not None:
+                return found
+        return None
+
+    if len(patterns) != len(values):
+        return None
+    return search(0, frozenset(), {})
+
+
+def _match_unordered(patterns: Any, value: Any, env: _Env, path: str) -> dict[str, Any]:
+    if not isinstance(patterns, list):
+        raise TranscriptError("$unordered needs an array")
+    if not isinstance(value, list) or len(value) != len(patterns):
+        raise _Mismatch(path, f"expected an array of {len(patterns)}, got {_show(value)}")
+    found = _assign(patterns, value, env)
+    if found is None:
+        raise _Mismatch(path, f"no order of {_show(value)} matches {_show(patterns)}")
+    return found
+
+
+def match(
+    pattern: Any,
+    value: Any,
+    *,
+    conversations: Mapping[str, str] | None = None,
+    variables: dict[str, Any] | None = None,
+    iteration: int | None = None,
+) -> str | None:
+    """Match `value` against a transcript pattern: None if it matches (new captures are
+    stored into `variables`), else where and why it does not."""
+    store = {} if variables is None else variables
+    env = _Env(conversations=conversations or {}, variables=store, iteration=iteration)
+    try:
+        captures = _match(pattern, value, env, "$")
+    except _Mismatch as mismatch:
+        return str(mismatch)
+    store.update(captures)
+    return None
+
+
+def _substitute(value: Any, env: _Env, backend: Backend) -> Any:
+    """A frame with its placeholders replaced ($token, $conv, $var, $fill, $i)."""
+    special = _special(value)
+    if special is not None:
+        key, arg = special
+        if key == "$token":
+            options = {k: arg[k] for k in ("exp_in_s", "nbf_in_s", "alg", "key") if k in arg}
+            return backend.mint(arg["sub"], **options)
+        if key == "$fill":
+            return str(arg["with"]) * int(arg["length"])
+        return env.resolve(key, arg)
+    if isinstance(value, dict):
+        return {k: _substitute(v, env, backend) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, env, backend) for v in value]
+    return value
+
+
+# -- the WebSocket client -------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Frame:
+    value: Any  # the parsed JSON
+
+
+@attrs.frozen
+class _Bad:
+    detail: str  # a server frame that is not JSON text
+
+
+@attrs.frozen
+class _End:
+    """How the connection ended. `code` is the close code of the close frame received
+    (None: the TCP connection ended without one); `by` who started the close."""
+
+    code: int | None
+    by: Literal["server", "runner"]
+    detail: str
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _masked_text_frame(payload: bytes) -> bytes:
+    """A client text frame carrying `payload` as is (wsproto would insist on valid UTF-8)."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, 0x80 | size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 0x80 | 127, size)
+    mask = os.urandom(4)
+    key = (mask * (size // 4 + 1))[:size]
+    body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+    return header + mask + body
+
+
+class _Connection:
+    """One client WebSocket. Its reader task (`read_loop`) buffers the server's frames and
+    answers pings until `pause`; `next_item` resumes it."""
+
+    def __init__(self, name: str, stream: trio.abc.Stream, ws: WSConnection) -> None:
+        self.name = name
+        self.session_id: str | None = None
+        self.end: _End | None = None
+        self.violations: list[str] = []
+        self._stream = stream
+        self._ws = ws
+        self._items: deque[_Frame | _Bad] = deque()
+        self._changed = trio.Event()
+        self._send_lock = trio.Lock()
+        self._paused = False
+        self._resumed = trio.Event()
+        self._resumed.set()
+        self._read_scope: trio.CancelScope | None = None
+        self._parts: list[str] = []
+        self._binary_size = 0
+        self._closed_locally = False
+
+    @classmethod
+    async def open(cls, name: str, url: str, subprotocols: Sequence[str]) -> _Connection:
+        """Connect and complete the opening handshake (unbounded: the caller bounds it)."""
+        parts = urlsplit(url)
+        secure = parts.scheme == "wss"
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise _StepFailed(f"not a WebSocket URL: {url}")
+        port = parts.port or (443 if secure else 80)
+        try:
+            stream: trio.abc.Stream
+            if secure:
+                stream = await trio.open_ssl_over_tcp_stream(
+                    parts.hostname, port, ssl_context=ssl.create_default_context()
+                )
+            else:
+                stream = await trio.open_tcp_stream(parts.hostname, port)
+        except OSError as exc:
+            raise _StepFailed(f"cannot connect to {url}: {exc}") from None
+        try:
+            ws = WSConnection(ConnectionType.CLIENT)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            request = Request(host=parts.netloc, target=target, subprotocols=list(subprotocols))
+            await stream.send_all(ws.send(request))
+            connection: _Connection | None = None
+            after: list[Event] = []
+            while connection is None:
+                data = await stream.receive_some(_CHUNK)
+                if not data:
+                    raise _StepFailed("the server ended the TCP connection during the handshake")
+                ws.receive_data(bytes(data))
+                for event in ws.events():
+                    if connection is not None:
+                        after.append(event)
+                    elif isinstance(event, AcceptConnection):
+                        connection = cls(name, stream, ws)
+                    elif isinstance(event, RejectConnection):
+                        raise _StepFailed(
+                            f"the server refused the WebSocket upgrade with HTTP "
+                            f"{event.status_code}"
+                        )
+            reply = connection._handle(after)
+            if reply:
+                await connection._send_raw(reply)
+            return connection
+        except WsProtocolError as exc:
+            await trio.aclose_forcefully(stream)
+            raise _StepFailed(f"bad WebSocket handshake from the server: {exc}") from None
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def read_loop(self) -> None:
+        """Read until the TCP connection ends; runs in the run's nursery."""
+        try:
+            while True:
+                while self._paused:
+                    await self._resumed.wait()
+                with trio.CancelScope() as scope:
+                    self._read_scope = scope
+                    data = await self._stream.receive_some(_CHUNK)
+                self._read_scope = None
+                if scope.cancelled_caught:
+                    continue  # paused while waiting: nothing was read
+                if not data:
+                    self._finish(
+                        _End(
+                            None,
+                            "server",
+                            "the server ended the TCP connection without a close frame",
+                        )
+                    )
+                    return
+                if self._ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
+                    self._ws.receive_data(bytes(data))
+                    reply = self._handle(list(self._ws.events()))
+                    if reply:
+                        await self._send_raw(reply)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self._closed_locally:
+                self._finish(_End(None, "runner", "the runner closed the connection"))
+            else:
+                self._finish(_End(None, "server", f"the TCP connection broke ({exc!r})"))
+        finally:
+            self._read_scope = None
+
+    def _handle(self, events: list[Event]) -> bytes:
+        """Buffer what the events carry; return the bytes to answer with (pongs, close)."""
+        reply = b""
+        for event in events:
+            if isinstance(event, TextMessage):
+                self._parts.append(event.data)
+                if event.message_finished:
+                    text = "".join(self._parts)
+                    self._parts.clear()
+                    self._push_text(text)
+            elif isinstance(event, BytesMessage):
+                self._binary_size += len(event.data)
+                if event.message_finished:
+                    self._push_bad(f"a binary frame of {self._binary_size} bytes")
+                    self._binary_size = 0
+            elif isinstance(event, Ping):
+                if self._ws.state is ConnectionState.OPEN:
+                    reply += self._ws.send(event.response())
+            elif isinstance(event, CloseConnection):
+                reply += self._on_close(event)
+        return reply
+
+    def _on_close(self, event: CloseConnection) -> bytes:
+        state = self._ws.state
+        reason = f" ({event.reason})" if event.reason else ""
+        if state is ConnectionState.REMOTE_CLOSING:
+            self._finish(_End(event.code, "server", f"the server closed with {event.code}{reason}"))
+            return self._ws.send(event.response())
+        if state is ConnectionState.CLOSED:
+            self._finish(
+                _End(
+                    event.code, "runner", f"the server answered the close with {event.code}{reason}"
+                )
+            )
+            return b""
+        # Still open: wsproto could not parse what the server sent and made this event up.
+        self._push_bad(f"a frame that breaks WebSocket framing{reason}")
+        self._finish(_End(None, "server", f"the server broke WebSocket framing{reason}"))
+        return self._ws.send(CloseConnection(code=event.code))
+
+    def _push_text(self, text: str) -> None:
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except ValueError:
+            self._push_bad(f"a text frame that is not JSON: {text[:_SHOW_CHARS]!r}")
+            return
+        if isinstance(value, dict) and value.get("type") == "welcome":
+            session_id = value.get("session_id")
+            if isinstance(session_id, str):
+                self.session_id = session_id
+        self._items.append(_Frame(value))
+        self._notify()
+
+    def _push_bad(self, detail: str) -> None:
+        self.violations.append(detail)
+        self._items.append(_Bad(detail))
+        self._notify()
+
+    def _finish(self, end: _End) -> None:
+        if self.end is None:
+            self.end = end
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def pause(self) -> None:
+        """Stop reading the socket: no more frames are buffered and pings go unanswered."""
+        self._paused = True
+        self._resumed = trio.Event()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    def resume(self) -> None:
+        self._paused = False
+        self._resumed.set()
+
+    async def next_item(self, deadline: float) -> _Frame | _Bad | _End | None:
+        """The next buffered frame, else how the connection ended, else wait for either;
+        None at `deadline` (a deadline in the past checks only what is buffered)."""
+        self.resume()
+        while True:
+            if self._items:
+                return self._items.popleft()
+            if self.end is not None:
+                return self.end
+            if trio.current_time() >= deadline:
+                return None
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.end is not None:
+            raise _StepFailed(f"cannot send on {self.name}: {self.end.detail}")
+        if self._ws.state is not ConnectionState.OPEN:
+            raise _StepFailed(f"cannot send on {self.name}: it is closing")
+
+    async def _send_raw(self, data: bytes) -> None:
+        """Write bytes; a broken connection is not an error here (the reader reports it)."""
+        async with self._send_lock:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._stream.send_all(data)
+
+    async def send_text(self, text: str) -> None:
+        self._check_open()
+        await self._send_raw(self._ws.send(TextMessage(data=text)))
+
+    async def send_binary(self, data: bytes) -> None:
+        self._check_open()
+        await self._send_raw(self._ws.send(BytesMessage(data=data)))
+
+    async def send_text_bytes(self, data: bytes) -> None:
+        self._check_open()
+        await self._send_raw(_masked_text_frame(data))
+
+    async def close(self, code: int, deadline: float) -> _End | None:
+        """Start the closing handshake (unless the server did) and wait for its end."""
+        self.resume()
+        if self.end is None and self._ws.state is ConnectionState.OPEN:
+            await self._send_raw(self._ws.send(CloseConnection(code=code)))
+        while self.end is None and trio.current_time() < deadline:
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
+        self._items.clear()
+        end = self.end
+        await self.aclose()
+        return end
+
+    async def drop(self) -> None:
+        """Abort the TCP connection: no close frame, and a reset rather than a FIN."""
+        if isinstance(self._stream, trio.SocketStream):
+            linger = struct.pack("ii", 1, 0)
+            self._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        await self.aclose()
+        self._finish(_End(None, "runner", "the runner dropped the connection"))
+
+    async def aclose(self) -> None:
+        self._closed_locally = True
+        self.resume()
+        await trio.aclose_forcefully(self._stream)
+
+    @property
+    def closed_locally(self) -> bool:
+        return self._closed_locally
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def _verb(step: Mapping[str, Any]) -> str:
+    for verb in (
+        "connect",
+        "send",
+        "expect",
+        "expect_any_order",
+        "expect_silence",
+        "expect_close",
+        "close",
+        "drop",
+        "pause_reading",
+        "sleep_ms",
+        "operator",
+        "repeat",
+    ):
+        if verb in step:
+            return verb
+    raise TranscriptError(f"a step without a known verb: {_show(step)}")
+
+
+def _label(step: Mapping[str, Any]) -> str:
+    verb = _verb(step)
+    target = step[verb]
+    if verb == "operator" and "target" in step:
+        return f"operator {target} {step['target']}"
+    return f"{verb} {target}"
+
+
+class _Run:
+    def __init__(
+        self,
+        transcript: Transcript,
+        backend: Backend,
+        url: str,
+        nursery: trio.Nursery,
+        *,
+        timeout_ms: int,
+        backend_timeout_s: float,
+    ) -> None:
+        self.transcript = transcript
+        self.backend = backend
+        self.url = url
+        self.nursery = nursery
+        self.timeout_ms = timeout_ms
+        self.backend_timeout_s = backend_timeout_s
+        self.conversations: dict[str, str] = {}
+        self.variables: dict[str, Any] = {}
+        self.iteration: int | None = None
+        self.connections: dict[str, _Connection] = {}
+
+    @property
+    def env(self) -> _Env:
+        return _Env(
+            conversations=self.conversations, variables=self.variables, iteration=self.iteration
+        )
+
+    async def _call(self, what: str, call: Awaitable[Any]) -> Any:
+        try:
+            with trio.fail_after(self.backend_timeout_s):
+                return await call
+        except trio.TooSlowError:
+            raise _StepFailed(f"{what}: no answer within {self.backend_timeout_s} s") from None
+        except (TranscriptError, _StepFailed):
+            raise
+        except Exception as exc:
+            raise _StepFailed(f"{what} failed: {exc!r}") from exc
+
+    def _conv(self, ref: str) -> str:
+        return str(self.env.resolve("$conv", ref))
+
+    def _connection(self, name: str) -> _Connection:
+        if name not in self.connections:
+            raise TranscriptError(f"no connection named {name!r}")
+        return self.connections[name]
+
+    def _deadline(self, step: Mapping[str, Any]) -> tuple[float, int]:
+        ms = int(step.get("timeout_ms", self.timeout_ms))
+        return trio.current_time() + ms / 1000, ms
+
+    # -- the whole run ---------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        try:
+            await self.setup()
+        except _StepFailed as failed:
+            raise _Failure(None, "setup", str(failed)) from None
+        for index, step in enumerate(self.transcript.steps):
+            if _verb(step) == "repeat":
+                times = int(step["repeat"])
+                for iteration in range(1, times + 1):
+                    self.iteration = iteration
+                    for sub_index, sub in enumerate(step["steps"]):
+                        where = (
+                            f"steps[{index}].steps[{sub_index}] ({_label(sub)}, iteration "
+                            f"{iteration} of {times})"
+                        )
+                        await self._step(index, where, sub)
+                self.iteration = None
+            else:
+                await self._step(index, f"steps[{index}] ({_label(step)})", step)
+        for name, connection in self.connections.items():
+            if connection.violations:
+                raise _Failure(
+                    None, "end", f"{name} received {connection.violations[0]} (left unread)"
+                )
+
+    async def _step(self, index: int, where: str, step: Mapping[str, Any]) -> None:
+        try:
+            await self.step(step)
+        except _StepFailed as failed:
+            raise _Failure(index, where, str(failed)) from None
+        except TranscriptError as bad:
+            raise _Failure(index, where, f"invalid transcript: {bad}") from None
+
+    async def setup(self) -> None:
+        setup = self.transcript.setup
+        for conv in setup.get("conversations", ()):
+            cid = await self._call(
+                f"creating conversation {conv['ref']!r}",
+                self.backend.create_conversation(conv["kind"], conv["members"], conv.get("title")),
+            )
+            self.conversations[conv["ref"]] = str(cid)
+        for number, message in enumerate(setup.get("messages", ()), 1):
+            await self._call(
+                f"storing setup message {number}",
+                self.backend.post(
+                    self._conv(message["conversation"]),
+                    message.get("sender"),
+                    message["text"],
+                    message.get("kind", "user"),
+                ),
+            )
+
+    async def close_all(self) -> None:
+        """Close what is still open, politely and concurrently, within `_CLEANUP_S`."""
+        deadline = trio.current_time() + _CLEANUP_S
+        async with trio.open_nursery() as nursery:
+            for connection in self.connections.values():
+                if not connection.closed_locally:
+                    nursery.start_soon(connection.close, 1000, deadline)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def step(self, step: Mapping[str, Any]) -> None:
+        verb = _verb(step)
+        if verb == "connect":
+            await self._connect(step)
+        elif verb == "send":
+            await self._send(step)
+        elif verb == "expect":
+            await self._expect(step)
+        elif verb == "expect_any_order":
+            await self._expect_any_order(step)
+        elif verb == "expect_silence":
+            await self._expect_silence(step)
+        elif verb == "expect_close":
+            await self._expect_close(step)
+        elif verb == "close":
+            connection = self._connection(step["close"])
+            deadline, ms = self._deadline(step)
+            end = await connection.close(int(step.get("code", 1000)), deadline)
+            if end is None:
+                raise _StepFailed(f"the server did not answer the close within {ms} ms")
+            if end.code is None:
+                raise _StepFailed(f"expected the server's close frame, but {end.detail}")
+        elif verb == "drop":
+            await self._connection(step["drop"]).drop()
+        elif verb == "pause_reading":
+            self._connection(step["pause_reading"]).pause()
+        elif verb == "sleep_ms":
+            await trio.sleep(int(step["sleep_ms"]) / 1000)
+        elif verb == "operator":
+            await self._operator(step)
+        else:
+            raise TranscriptError("repeat inside repeat")
+
+    async def _connect(self, step: Mapping[str, Any]) -> None:
+        name = step["connect"]
+        if name in self.connections:
+            raise TranscriptError(f"connection {name!r} is opened twice")
+        subprotocols = step.get("subprotocols", ["hoomi.v1"])
+        deadline, ms = self._deadline(step)
+        with trio.move_on_at(deadline):
+            connection = await _Connection.open(name, self.url, subprotocols)
+            self.connections[name] = connection
+            self.nursery.start_soon(connection.read_loop)
+            return
+        raise _StepFailed(f"the WebSocket handshake did not complete within {ms} ms")
+
+    async def _send(self, step: Mapping[str, Any]) -> None:
+        connection = self._connection(step["send"])
+        if "frame" in step:
+            frame = _substitute(step["frame"], self.env, self.backend)
+            await connection.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+        elif "text" in step:
+            await connection.send_text(step["text"])
+        elif "binary" in step:
+            await connection.send_binary(base64.b64decode(step["binary"], validate=True))
+        elif "text_bytes" in step:
+            await connection.send_text_bytes(base64.b64decode(step["text_bytes"], validate=True))
+        else:
+            raise TranscriptError("send without frame, text, binary or text_bytes")
+
+    def _ignored(self, item: _Frame) -> bool:
+        value = item.value
+        return isinstance(value, dict) and value.get("type") in self.transcript.ignore_types
+
+    async def _next_frame(
+        self, connection: _Connection, deadline: float, ms: int, wanted: str
+    ) -> _Frame:
+        """The next frame that is not of an ignored type, or fail saying what came instead."""
+        while True:
+            item = await connection.next_item(deadline)
+            if item is None:
+                raise _StepFailed(f"expected {wanted} within {ms} ms; nothing arrived")
+            if isinstance(item, _End):
+                raise _StepFailed(f"expected {wanted}, but {item.detail}")
+            if isinstance(item, _Bad):
+                raise _StepFailed(f"expected {wanted}, got {item.detail}")
+            if not self._ignored(item):
+                return item
+
+    async def _expect(self, step: Mapping[str, Any]) -> None:
+        connection = self._connection(step["expect"])
+        pattern = step["message"]
+        deadline, ms = self._deadline(step)
+        frame = await self._next_frame(connection, deadline, ms, _show(pattern))
+        try:
+            captures = _match(pattern, frame.value, self.env, "$")
+        except _Mismatch as mismatch:
+            raise _StepFailed(
+                f"expected {_show(pattern)}, got {_show(frame.value)}: {mismatch}"
+            ) from None
+        self.variables.update(captures)
+
+    async def _expect_any_order(self, step: Mapping[str, Any]) -> None:
+        connection = self._connection(step["expect_any_order"])
+        patterns = list(step["messages"])
+        deadline, ms = self._deadline(step)
+        frames: list[_Frame] = []
+        for number in range(len(patterns)):
+            wanted = f"{len(patterns)} frames matching {_show(patterns)} (got {number} so far: "
+            wanted += f"{_show([f.value for f in frames])})"
+            frames.append(await self._next_frame(connection, deadline, ms, wanted))
+        values = [frame.value for frame in frames]
+        found = _assign(patterns, values, self.env)
+        if found is None:
+            reasons = []
+            for i, pattern in enumerate(patterns):
+                for j, value in enumerate(values):
+                    try:
+                        _match(pattern, value, self.env, "$")
+                    except _Mismatch as mismatch:
+                        reasons.append(f"pattern {i + 1} vs frame {j + 1}: {mismatch}")
+            raise _StepFailed(
+                f"expected frames matching {_show(patterns)} in any order, got {_show(values)}; "
+                + "; ".join(reasons)
+            )
+        self.variables.update(found)
+
+    async def _expect_silence(self, step: Mapping[str, Any]) -> None:
+        connection = self._connection(step["expect_silence"])
+        ms = int(step["ms"])
+        deadline = trio.current_time() + ms / 1000
+        while True:
+            item = await connection.next_item(deadline)
+            if item is None:
+                return
+            if isinstance(item, _End):
+                raise _StepFailed(f"expected silence for {ms} ms, but {item.detail}")
+            if isinstance(item, _Bad):
+                raise _StepFailed(f"expected silence for {ms} ms, got {item.detail}")
+            if not self._ignored(item):
+                raise _StepFailed(f"expected silence for {ms} ms, got {_show(item.value)}")
+
+    async def _expect_close(self, step: Mapping[str, Any]) -> None:
+        connection = self._connection(step["expect_close"])
+        code = int(step["code"])
+        deadline, ms = self._deadline(step)
+        while True:
+            item = await connection.next_item(deadline)
+            if item is None:
+                raise _StepFailed(f"expected the server to close with {code} within {ms} ms")
+            if isinstance(item, _Bad):
+                raise _StepFailed(f"expected the server to close with {code}, got {item.detail}")
+            if isinstance(item, _Frame):
+                if self._ignored(item):
+                    continue
+                raise _StepFailed(
+                    f"expected the server to close with {code}, got {_show(item.value)}"
+                )
+            if item.by != "server" or item.code != code:
+                raise _StepFailed(f"expected the server to close with {code}, but {item.detail}")
+            return
+
+    async def _operator(self, step: Mapping[str, Any]) -> None:
+        action = step["operator"]
+        if action == "kick":
+            connection = self._connection(step["target"])
+            if connection.session_id is None:
+                raise _StepFailed(f"{connection.name} has no session id: no welcome came")
+            await self._call("kick", self.backend.kick(connection.session_id))
+        elif action == "drain":
+            await self._call("drain", self.backend.drain())
+        elif action in ("add_member", "remove_member"):
+            cid = self._conv(step["conversation"])
+            change = (
+                self.backend.add_member if action == "add_member" else self.backend.remove_member
+            )
+            await self._call(action, change(cid, step["user"]))
+        elif action == "post":
+            await self._call(
+                "post",
+                self.backend.post(
+                    self._conv(step["conversation"]),
+                    step.get("sender"),
+                    step["text"],
+                    step.get("kind", "user"),
+                ),
+            )
+        else:
+            raise TranscriptError(f"unknown operator action {action!r}")
+
+
+async def run_transcript(
+    transcript: Transcript,
+    backend: Backend,
+    *,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    backend_timeout_s: float = 30.0,
+) -> Result:
+    """Run one transcript against a fresh server from `backend` and report how it went.
+
+    Bounded throughout (see the module docstring); the connections' reader tasks run in a
+    nursery of this call and are cancelled before it returns. A setting the backend cannot
+    apply gives a skipped result. Exceptions other than failed expectations, a malformed
+    transcript or a failing backend call (i.e. bugs in the runner) propagate.
+    """
+    started = trio.current_time()
+
+    def result(
+        outcome: Outcome, step: int | None = None, where: str = "", message: str = ""
+    ) -> Result:
+        return Result(
+            name=transcript.name,
+            outcome=outcome,
+            requirements=transcript.requirements,
+            step=step,
+            where=where,
+            message=message,
+            duration_s=trio.current_time() - started,
+        )
+
+    try:
+        with trio.fail_after(backend_timeout_s):
+            url = await backend.start(transcript.config)
+    except Unsupported as unsupported:
+        return result(Outcome.SKIPPED, message=str(unsupported))
+    except trio.TooSlowError:
+        return result(Outcome.FAILED, where="start", message="the server did not start in time")
+    failure: _Failure | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            run = _Run(
+                transcript,
+                backend,
+                url,
+                nursery,
+                timeout_ms=timeout_ms,
+                backend_timeout_s=backend_timeout_s,
+            )
+            try:
+                await run.execute()
+            except _Failure as failed:
+                failure = failed
+            except TranscriptError as bad:
+                failure = _Failure(None, "setup", f"invalid transcript: {bad}")
+            finally:
+                await run.close_all()
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.move_on_after(backend_timeout_s) as stopping:
+            await backend.stop()
+    if failure is not None:
+        return result(Outcome.FAILED, failure.step, failure.where, failure.message)
+    if stopping.cancelled_caught:
+        return result(Outcome.FAILED, where="stop", message="the server did not stop in time")
+    return result(Outcome.PASSED)
