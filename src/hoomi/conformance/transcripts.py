@@ -27,39 +27,20 @@ the end at most `_CLEANUP_S`. A run's reader tasks never outlive `run_transcript
 from __future__ import annotations
 
 import base64
-import contextlib
 import enum
 import json
 import os
 import pathlib
-import socket
-import ssl
-import struct
-from collections import deque
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
 import attrs
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Ping,
-    RejectConnection,
-    Request,
-    TextMessage,
-)
-from wsproto.utilities import ProtocolError as WsProtocolError
+
+from .client import SHOW_CHARS, Bad, Connection, End, Frame, StepFailed
 
 DEFAULT_TIMEOUT_MS = 5000
-_CHUNK = 65536
 _CLEANUP_S = 2.0
-_SHOW_CHARS = 300
 
 # -- errors and results -------------------------------------------------------------------
 
@@ -71,10 +52,6 @@ class TranscriptError(Exception):
 class Unsupported(Exception):
     """Raised by `Backend.start` when it cannot apply a config setting: the transcript is
     then reported as skipped, never as passed."""
-
-
-class _StepFailed(Exception):
-    """A step's expectation did not hold; the message says what was expected and what came."""
 
 
 class _Failure(Exception):
@@ -270,8 +247,8 @@ def _special(value: Any) -> tuple[str, Any] | None:
 
 def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
-    if len(text) > _SHOW_CHARS:
-        return f"{text[:_SHOW_CHARS]}…({len(text)} chars)"
+    if len(text) > SHOW_CHARS:
+        return f"{text[:SHOW_CHARS]}…({len(text)} chars)"
     return text
 
 
@@ -435,306 +412,6 @@ def _substitute(value: Any, env: _Env, backend: Backend) -> Any:
 # -- the WebSocket client -------------------------------------------------------------------
 
 
-@attrs.frozen
-class _Frame:
-    value: Any  # the parsed JSON
-
-
-@attrs.frozen
-class _Bad:
-    detail: str  # a server frame that is not JSON text
-
-
-@attrs.frozen
-class _End:
-    """How the connection ended. `code` is the close code of the close frame received
-    (None: the TCP connection ended without one); `by` who started the close."""
-
-    code: int | None
-    by: Literal["server", "runner"]
-    detail: str
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _masked_text_frame(payload: bytes) -> bytes:
-    """A client text frame carrying `payload` as is (wsproto would insist on valid UTF-8)."""
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", 0x81, 0x80 | size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 0x80 | 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 0x80 | 127, size)
-    mask = os.urandom(4)
-    key = (mask * (size // 4 + 1))[:size]
-    body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
-    return header + mask + body
-
-
-class _Connection:
-    """One client WebSocket. Its reader task (`read_loop`) buffers the server's frames and
-    answers pings until `pause`; `next_item` resumes it."""
-
-    def __init__(self, name: str, stream: trio.abc.Stream, ws: WSConnection) -> None:
-        self.name = name
-        self.session_id: str | None = None
-        self.end: _End | None = None
-        self.violations: list[str] = []
-        self._stream = stream
-        self._ws = ws
-        self._items: deque[_Frame | _Bad] = deque()
-        self._changed = trio.Event()
-        self._send_lock = trio.Lock()
-        self._paused = False
-        self._resumed = trio.Event()
-        self._resumed.set()
-        self._read_scope: trio.CancelScope | None = None
-        self._parts: list[str] = []
-        self._binary_size = 0
-        self._closed_locally = False
-
-    @classmethod
-    async def open(cls, name: str, url: str, subprotocols: Sequence[str]) -> _Connection:
-        """Connect and complete the opening handshake (unbounded: the caller bounds it)."""
-        parts = urlsplit(url)
-        secure = parts.scheme == "wss"
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise _StepFailed(f"not a WebSocket URL: {url}")
-        port = parts.port or (443 if secure else 80)
-        try:
-            stream: trio.abc.Stream
-            if secure:
-                stream = await trio.open_ssl_over_tcp_stream(
-                    parts.hostname, port, ssl_context=ssl.create_default_context()
-                )
-            else:
-                stream = await trio.open_tcp_stream(parts.hostname, port)
-        except OSError as exc:
-            raise _StepFailed(f"cannot connect to {url}: {exc}") from None
-        try:
-            ws = WSConnection(ConnectionType.CLIENT)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            request = Request(host=parts.netloc, target=target, subprotocols=list(subprotocols))
-            await stream.send_all(ws.send(request))
-            connection: _Connection | None = None
-            after: list[Event] = []
-            while connection is None:
-                data = await stream.receive_some(_CHUNK)
-                if not data:
-                    raise _StepFailed("the server ended the TCP connection during the handshake")
-                ws.receive_data(bytes(data))
-                for event in ws.events():
-                    if connection is not None:
-                        after.append(event)
-                    elif isinstance(event, AcceptConnection):
-                        connection = cls(name, stream, ws)
-                    elif isinstance(event, RejectConnection):
-                        raise _StepFailed(
-                            f"the server refused the WebSocket upgrade with HTTP "
-                            f"{event.status_code}"
-                        )
-            reply = connection._handle(after)
-            if reply:
-                await connection._send_raw(reply)
-            return connection
-        except WsProtocolError as exc:
-            await trio.aclose_forcefully(stream)
-            raise _StepFailed(f"bad WebSocket handshake from the server: {exc}") from None
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-
-    # -- reading ---------------------------------------------------------------------------
-
-    async def read_loop(self) -> None:
-        """Read until the TCP connection ends; runs in the run's nursery."""
-        try:
-            while True:
-                while self._paused:
-                    await self._resumed.wait()
-                with trio.CancelScope() as scope:
-                    self._read_scope = scope
-                    data = await self._stream.receive_some(_CHUNK)
-                self._read_scope = None
-                if scope.cancelled_caught:
-                    continue  # paused while waiting: nothing was read
-                if not data:
-                    self._finish(
-                        _End(
-                            None,
-                            "server",
-                            "the server ended the TCP connection without a close frame",
-                        )
-                    )
-                    return
-                if self._ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
-                    self._ws.receive_data(bytes(data))
-                    reply = self._handle(list(self._ws.events()))
-                    if reply:
-                        await self._send_raw(reply)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            if self._closed_locally:
-                self._finish(_End(None, "runner", "the runner closed the connection"))
-            else:
-                self._finish(_End(None, "server", f"the TCP connection broke ({exc!r})"))
-        finally:
-            self._read_scope = None
-
-    def _handle(self, events: list[Event]) -> bytes:
-        """Buffer what the events carry; return the bytes to answer with (pongs, close)."""
-        reply = b""
-        for event in events:
-            if isinstance(event, TextMessage):
-                self._parts.append(event.data)
-                if event.message_finished:
-                    text = "".join(self._parts)
-                    self._parts.clear()
-                    self._push_text(text)
-            elif isinstance(event, BytesMessage):
-                self._binary_size += len(event.data)
-                if event.message_finished:
-                    self._push_bad(f"a binary frame of {self._binary_size} bytes")
-                    self._binary_size = 0
-            elif isinstance(event, Ping):
-                if self._ws.state is ConnectionState.OPEN:
-                    reply += self._ws.send(event.response())
-            elif isinstance(event, CloseConnection):
-                reply += self._on_close(event)
-        return reply
-
-    def _on_close(self, event: CloseConnection) -> bytes:
-        state = self._ws.state
-        reason = f" ({event.reason})" if event.reason else ""
-        if state is ConnectionState.REMOTE_CLOSING:
-            self._finish(_End(event.code, "server", f"the server closed with {event.code}{reason}"))
-            return self._ws.send(event.response())
-        if state is ConnectionState.CLOSED:
-            self._finish(
-                _End(
-                    event.code, "runner", f"the server answered the close with {event.code}{reason}"
-                )
-            )
-            return b""
-        # Still open: wsproto could not parse what the server sent and made this event up.
-        self._push_bad(f"a frame that breaks WebSocket framing{reason}")
-        self._finish(_End(None, "server", f"the server broke WebSocket framing{reason}"))
-        return self._ws.send(CloseConnection(code=event.code))
-
-    def _push_text(self, text: str) -> None:
-        try:
-            value = json.loads(text, parse_constant=_reject_constant)
-        except ValueError:
-            self._push_bad(f"a text frame that is not JSON: {text[:_SHOW_CHARS]!r}")
-            return
-        if isinstance(value, dict) and value.get("type") == "welcome":
-            session_id = value.get("session_id")
-            if isinstance(session_id, str):
-                self.session_id = session_id
-        self._items.append(_Frame(value))
-        self._notify()
-
-    def _push_bad(self, detail: str) -> None:
-        self.violations.append(detail)
-        self._items.append(_Bad(detail))
-        self._notify()
-
-    def _finish(self, end: _End) -> None:
-        if self.end is None:
-            self.end = end
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def pause(self) -> None:
-        """Stop reading the socket: no more frames are buffered and pings go unanswered."""
-        self._paused = True
-        self._resumed = trio.Event()
-        if self._read_scope is not None:
-            self._read_scope.cancel()
-
-    def resume(self) -> None:
-        self._paused = False
-        self._resumed.set()
-
-    async def next_item(self, deadline: float) -> _Frame | _Bad | _End | None:
-        """The next buffered frame, else how the connection ended, else wait for either;
-        None at `deadline` (a deadline in the past checks only what is buffered)."""
-        self.resume()
-        while True:
-            if self._items:
-                return self._items.popleft()
-            if self.end is not None:
-                return self.end
-            if trio.current_time() >= deadline:
-                return None
-            with trio.move_on_at(deadline):
-                await self._changed.wait()
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self.end is not None:
-            raise _StepFailed(f"cannot send on {self.name}: {self.end.detail}")
-        if self._ws.state is not ConnectionState.OPEN:
-            raise _StepFailed(f"cannot send on {self.name}: it is closing")
-
-    async def _send_raw(self, data: bytes) -> None:
-        """Write bytes; a broken connection is not an error here (the reader reports it)."""
-        async with self._send_lock:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._stream.send_all(data)
-
-    async def send_text(self, text: str) -> None:
-        self._check_open()
-        await self._send_raw(self._ws.send(TextMessage(data=text)))
-
-    async def send_binary(self, data: bytes) -> None:
-        self._check_open()
-        await self._send_raw(self._ws.send(BytesMessage(data=data)))
-
-    async def send_text_bytes(self, data: bytes) -> None:
-        self._check_open()
-        await self._send_raw(_masked_text_frame(data))
-
-    async def close(self, code: int, deadline: float) -> _End | None:
-        """Start the closing handshake (unless the server did) and wait for its end."""
-        self.resume()
-        if self.end is None and self._ws.state is ConnectionState.OPEN:
-            await self._send_raw(self._ws.send(CloseConnection(code=code)))
-        while self.end is None and trio.current_time() < deadline:
-            with trio.move_on_at(deadline):
-                await self._changed.wait()
-        self._items.clear()
-        end = self.end
-        await self.aclose()
-        return end
-
-    async def drop(self) -> None:
-        """Abort the TCP connection: no close frame, and a reset rather than a FIN."""
-        if isinstance(self._stream, trio.SocketStream):
-            linger = struct.pack("ii", 1, 0)
-            self._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-        await self.aclose()
-        self._finish(_End(None, "runner", "the runner dropped the connection"))
-
-    async def aclose(self) -> None:
-        self._closed_locally = True
-        self.resume()
-        await trio.aclose_forcefully(self._stream)
-
-    @property
-    def closed_locally(self) -> bool:
-        return self._closed_locally
-
-
-# -- running --------------------------------------------------------------------------------
-
-
 def _verb(step: Mapping[str, Any]) -> str:
     for verb in (
         "connect",
@@ -783,7 +460,7 @@ class _Run:
         self.conversations: dict[str, str] = {}
         self.variables: dict[str, Any] = {}
         self.iteration: int | None = None
-        self.connections: dict[str, _Connection] = {}
+        self.connections: dict[str, Connection] = {}
 
     @property
     def env(self) -> _Env:
@@ -796,16 +473,16 @@ class _Run:
             with trio.fail_after(self.backend_timeout_s):
                 return await call
         except trio.TooSlowError:
-            raise _StepFailed(f"{what}: no answer within {self.backend_timeout_s} s") from None
-        except (TranscriptError, _StepFailed):
+            raise StepFailed(f"{what}: no answer within {self.backend_timeout_s} s") from None
+        except (TranscriptError, StepFailed):
             raise
         except Exception as exc:
-            raise _StepFailed(f"{what} failed: {exc!r}") from exc
+            raise StepFailed(f"{what} failed: {exc!r}") from exc
 
     def _conv(self, ref: str) -> str:
         return str(self.env.resolve("$conv", ref))
 
-    def _connection(self, name: str) -> _Connection:
+    def _connection(self, name: str) -> Connection:
         if name not in self.connections:
             raise TranscriptError(f"no connection named {name!r}")
         return self.connections[name]
@@ -819,7 +496,7 @@ class _Run:
     async def execute(self) -> None:
         try:
             await self.setup()
-        except _StepFailed as failed:
+        except StepFailed as failed:
             raise _Failure(None, "setup", str(failed)) from None
         for index, step in enumerate(self.transcript.steps):
             if _verb(step) == "repeat":
@@ -844,7 +521,7 @@ class _Run:
     async def _step(self, index: int, where: str, step: Mapping[str, Any]) -> None:
         try:
             await self.step(step)
-        except _StepFailed as failed:
+        except StepFailed as failed:
             raise _Failure(index, where, str(failed)) from None
         except TranscriptError as bad:
             raise _Failure(index, where, f"invalid transcript: {bad}") from None
@@ -897,9 +574,9 @@ class _Run:
             deadline, ms = self._deadline(step)
             end = await connection.close(int(step.get("code", 1000)), deadline)
             if end is None:
-                raise _StepFailed(f"the server did not answer the close within {ms} ms")
+                raise StepFailed(f"the server did not answer the close within {ms} ms")
             if end.code is None:
-                raise _StepFailed(f"expected the server's close frame, but {end.detail}")
+                raise StepFailed(f"expected the server's close frame, but {end.detail}")
         elif verb == "drop":
             await self._connection(step["drop"]).drop()
         elif verb == "pause_reading":
@@ -918,11 +595,11 @@ class _Run:
         subprotocols = step.get("subprotocols", ["hoomi.v1"])
         deadline, ms = self._deadline(step)
         with trio.move_on_at(deadline):
-            connection = await _Connection.open(name, self.url, subprotocols)
+            connection = await Connection.open(name, self.url, subprotocols)
             self.connections[name] = connection
             self.nursery.start_soon(connection.read_loop)
             return
-        raise _StepFailed(f"the WebSocket handshake did not complete within {ms} ms")
+        raise StepFailed(f"the WebSocket handshake did not complete within {ms} ms")
 
     async def _send(self, step: Mapping[str, Any]) -> None:
         connection = self._connection(step["send"])
@@ -938,22 +615,22 @@ class _Run:
         else:
             raise TranscriptError("send without frame, text, binary or text_bytes")
 
-    def _ignored(self, item: _Frame) -> bool:
+    def _ignored(self, item: Frame) -> bool:
         value = item.value
         return isinstance(value, dict) and value.get("type") in self.transcript.ignore_types
 
     async def _next_frame(
-        self, connection: _Connection, deadline: float, ms: int, wanted: str
-    ) -> _Frame:
+        self, connection: Connection, deadline: float, ms: int, wanted: str
+    ) -> Frame:
         """The next frame that is not of an ignored type, or fail saying what came instead."""
         while True:
             item = await connection.next_item(deadline)
             if item is None:
-                raise _StepFailed(f"expected {wanted} within {ms} ms; nothing arrived")
-            if isinstance(item, _End):
-                raise _StepFailed(f"expected {wanted}, but {item.detail}")
-            if isinstance(item, _Bad):
-                raise _StepFailed(f"expected {wanted}, got {item.detail}")
+                raise StepFailed(f"expected {wanted} within {ms} ms; nothing arrived")
+            if isinstance(item, End):
+                raise StepFailed(f"expected {wanted}, but {item.detail}")
+            if isinstance(item, Bad):
+                raise StepFailed(f"expected {wanted}, got {item.detail}")
             if not self._ignored(item):
                 return item
 
@@ -965,7 +642,7 @@ class _Run:
         try:
             captures = _match(pattern, frame.value, self.env, "$")
         except _Mismatch as mismatch:
-            raise _StepFailed(
+            raise StepFailed(
                 f"expected {_show(pattern)}, got {_show(frame.value)}: {mismatch}"
             ) from None
         self.variables.update(captures)
@@ -974,7 +651,7 @@ class _Run:
         connection = self._connection(step["expect_any_order"])
         patterns = list(step["messages"])
         deadline, ms = self._deadline(step)
-        frames: list[_Frame] = []
+        frames: list[Frame] = []
         for number in range(len(patterns)):
             wanted = f"{len(patterns)} frames matching {_show(patterns)} (got {number} so far: "
             wanted += f"{_show([f.value for f in frames])})"
@@ -989,7 +666,7 @@ class _Run:
                         _match(pattern, value, self.env, "$")
                     except _Mismatch as mismatch:
                         reasons.append(f"pattern {i + 1} vs frame {j + 1}: {mismatch}")
-            raise _StepFailed(
+            raise StepFailed(
                 f"expected frames matching {_show(patterns)} in any order, got {_show(values)}; "
                 + "; ".join(reasons)
             )
@@ -1003,12 +680,12 @@ class _Run:
             item = await connection.next_item(deadline)
             if item is None:
                 return
-            if isinstance(item, _End):
-                raise _StepFailed(f"expected silence for {ms} ms, but {item.detail}")
-            if isinstance(item, _Bad):
-                raise _StepFailed(f"expected silence for {ms} ms, got {item.detail}")
+            if isinstance(item, End):
+                raise StepFailed(f"expected silence for {ms} ms, but {item.detail}")
+            if isinstance(item, Bad):
+                raise StepFailed(f"expected silence for {ms} ms, got {item.detail}")
             if not self._ignored(item):
-                raise _StepFailed(f"expected silence for {ms} ms, got {_show(item.value)}")
+                raise StepFailed(f"expected silence for {ms} ms, got {_show(item.value)}")
 
     async def _expect_close(self, step: Mapping[str, Any]) -> None:
         connection = self._connection(step["expect_close"])
@@ -1017,17 +694,17 @@ class _Run:
         while True:
             item = await connection.next_item(deadline)
             if item is None:
-                raise _StepFailed(f"expected the server to close with {code} within {ms} ms")
-            if isinstance(item, _Bad):
-                raise _StepFailed(f"expected the server to close with {code}, got {item.detail}")
-            if isinstance(item, _Frame):
+                raise StepFailed(f"expected the server to close with {code} within {ms} ms")
+            if isinstance(item, Bad):
+                raise StepFailed(f"expected the server to close with {code}, got {item.detail}")
+            if isinstance(item, Frame):
                 if self._ignored(item):
                     continue
-                raise _StepFailed(
+                raise StepFailed(
                     f"expected the server to close with {code}, got {_show(item.value)}"
                 )
             if item.by != "server" or item.code != code:
-                raise _StepFailed(f"expected the server to close with {code}, but {item.detail}")
+                raise StepFailed(f"expected the server to close with {code}, but {item.detail}")
             return
 
     async def _operator(self, step: Mapping[str, Any]) -> None:
@@ -1035,7 +712,7 @@ class _Run:
         if action == "kick":
             connection = self._connection(step["target"])
             if connection.session_id is None:
-                raise _StepFailed(f"{connection.name} has no session id: no welcome came")
+                raise StepFailed(f"{connection.name} has no session id: no welcome came")
             await self._call("kick", self.backend.kick(connection.session_id))
         elif action == "drain":
             await self._call("drain", self.backend.drain())
