@@ -22,7 +22,7 @@ from collections.abc import Callable
 import attrs
 import trio
 import wsproto
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -105,7 +105,9 @@ class WebSocket:
         raw_fd: int | None,
     ) -> None:
         self._stream = stream
-        self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        self._ws: wsproto.WSConnection | Connection = wsproto.WSConnection(
+            wsproto.ConnectionType.SERVER
+        )
         self.max_frame_bytes = max_frame_bytes
         self._outbox_size = outbox_size
         # A raw fd exists only for plain TCP; TLS bytes must go through the SSL stream.
@@ -156,9 +158,14 @@ class WebSocket:
                     if isinstance(choice, tuple):
                         await self._refuse(*choice)
                         return None
-                    await self._send_all(
-                        self._ws.send(AcceptConnection(subprotocol=choice, extensions=[]))
-                    )
+                    accepted = self._ws.send(AcceptConnection(subprotocol=choice, extensions=[]))
+                    # Keep only the frame protocol: the HTTP handshake state (~2.8 KB per
+                    # connection) is garbage from here on. Bytes that came with the
+                    # upgrade were handed to it already.
+                    assert isinstance(self._ws, wsproto.WSConnection)
+                    assert self._ws.connection is not None
+                    self._ws = self._ws.connection
+                    await self._send_all(accepted)
                     return handshake
 
     async def _refuse(self, status: int, reason: str) -> None:
