@@ -16,6 +16,7 @@ import orjson
 import trio
 import trio_websocket
 
+from hoomi.server.admin import serve_admin
 from hoomi.server.auth import TokenVerifier
 from hoomi.server.config import Settings
 from hoomi.server.fanout import LocalFanout
@@ -24,6 +25,7 @@ from hoomi.server.sqlite_store import SqliteStore
 
 SECRET = "test-secret-of-sufficient-length-for-hs256"
 WRONG_SECRET = "another-secret-of-sufficient-length-0000"
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 def mint(user: str, *, ttl_s: float = 3600, secret: str = SECRET, **claims: Any) -> str:
@@ -39,6 +41,8 @@ class Running:
     url: str
     nursery: trio.Nursery  # where the clients' background tasks run
     clients: list[Client] = attrs.field(factory=list)
+    admin_url: str | None = None  # http://127.0.0.1:<port> with `admin=True`
+    admin_token: str | None = None
 
     async def connect(self, user: str | None = None, **hello: Any) -> Client:
         """Open a client; with `user`, also say hello and read the welcome into `welcome`."""
@@ -51,11 +55,18 @@ class Running:
 
 @asynccontextmanager
 async def running_server(
-    tmp_path: pathlib.Path, database: str = "hoomi.db", **settings: Any
+    tmp_path: pathlib.Path, database: str = "hoomi.db", *, admin: bool = False, **settings: Any
 ) -> AsyncIterator[Running]:
     """A server on 127.0.0.1 with a free port and SQLite in `tmp_path`. Its wall clock
-    follows Trio's clock, so tests on a MockClock move token expiry too."""
+    follows Trio's clock, so tests on a MockClock move token expiry too.
+
+    With `admin`, the admin API listens too (on a free port, token `ADMIN_TOKEN` and user
+    token minting unless given): `Running.admin_url` and `Running.admin_token`."""
     epoch = time.time() - trio.current_time()
+    if admin:
+        settings.setdefault("admin_port", 0)
+        settings.setdefault("admin_token", ADMIN_TOKEN)
+        settings.setdefault("mint_tokens", True)
     config = Settings(
         port=0, database=str(tmp_path / database), jwt_secret=SECRET, **settings
     ).check()
@@ -72,8 +83,19 @@ async def running_server(
         store.on_commit = server.on_commit
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
+            admin_url = None
+            if admin:
+                admin_port = await nursery.start(serve_admin, server)
+                admin_url = f"http://127.0.0.1:{admin_port}"
             async with trio.open_nursery() as clients:
-                running = Running(server, store, f"ws://127.0.0.1:{server.ports[0]}/", clients)
+                running = Running(
+                    server,
+                    store,
+                    f"ws://127.0.0.1:{server.ports[0]}/",
+                    clients,
+                    admin_url=admin_url,
+                    admin_token=config.admin_token if admin else None,
+                )
                 yield running
                 with trio.move_on_after(2):
                     for client in running.clients:
@@ -253,3 +275,80 @@ async def upgrade_status(port: int, *, path: str = "/", origin: str | None = Non
         with trio.fail_after(5):
             head = await stream.receive_some(1024)
     return int(bytes(head).split(b" ", 2)[1])
+
+
+class EventStream:
+    """A server-sent-events reader (the admin API's ``/v1/sessions/watch``) over a raw
+    socket, every wait bounded. Not httpx: abandoning an httpx stream leaves its nested
+    async generators to the garbage collector, which Trio reports as a ResourceWarning."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._raw = b""  # undecoded chunked transfer encoding
+        self._text = ""  # decoded body not yet returned
+        self.ended = False
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, admin_url: str, token: str | None, path: str = "/v1/sessions/watch"
+    ) -> AsyncIterator[EventStream]:
+        """Connect and read the response head (`status`, `headers`); closed on exit."""
+        host, port = admin_url.removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            reader = cls(stream)
+            auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n{auth}\r\n"
+            )
+            await stream.send_all(request.encode())
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in reader._raw:
+                    reader._raw += await reader._more()
+            head, reader._raw = reader._raw.split(b"\r\n\r\n", 1)
+            status_line, *lines = head.decode("latin-1").split("\r\n")
+            reader.status = int(status_line.split(" ", 2)[1])
+            for line in lines:
+                name, _, value = line.partition(":")
+                reader.headers[name.strip().lower()] = value.strip()
+            yield reader
+
+    async def next(self, within: float = 5) -> dict[str, str] | None:
+        """The next event as its fields (``event``, ``data``; a comment as ``comment``),
+        or None once the server ended the stream."""
+        with trio.fail_after(within):
+            while "\n\n" not in self._text:
+                if self.ended or not await self._chunk():
+                    return None
+        block, self._text = self._text.split("\n\n", 1)
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                fields["comment"] = line[1:].strip()
+            else:
+                name, _, value = line.partition(":")
+                fields[name] = fields.get(name, "") + value.removeprefix(" ")
+        return fields
+
+    async def _chunk(self) -> bool:
+        """Decode one chunk of the body into `_text`; False at the last chunk."""
+        while b"\r\n" not in self._raw:
+            self._raw += await self._more()
+        size_line, rest = self._raw.split(b"\r\n", 1)
+        size = int(size_line.split(b";")[0], 16)
+        while len(rest) < size + 2:
+            rest += await self._more()
+        self._text += rest[:size].decode()
+        self._raw = rest[size + 2 :]
+        if size == 0:
+            self.ended = True
+        return size > 0
+
+    async def _more(self) -> bytes:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise AssertionError("the admin API closed the connection mid-response")
+        return bytes(data)

@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 
 from hoomi.server import logs
+from hoomi.server.admin import serve_admin
 from hoomi.server.auth import TokenVerifier, load_public_keys
 from hoomi.server.config import FIELDS, ConfigError, Settings, load
 from hoomi.server.fanout import LocalFanout
@@ -80,6 +81,8 @@ def serve(
     if dev:
         overrides.setdefault("jwt_secret", secrets.token_urlsafe(32))
         overrides.setdefault("allowed_origin", ["*"])
+        overrides.setdefault("admin_token", secrets.token_urlsafe(24))
+        overrides.setdefault("mint_tokens", True)
     try:
         settings = load(config, overrides)
         verifier = _verifier(settings)
@@ -90,9 +93,28 @@ def serve(
     pathlib.Path(settings.database).parent.mkdir(parents=True, exist_ok=True)
     try:
         trio.run(_run, settings, verifier, dev)
-    except OSError as error:
-        console.print(f"[red]Error:[/red] cannot serve: {error.strerror or error}.")
+    except (OSError, BaseExceptionGroup) as failure:
+        # A listener that cannot bind fails inside a nursery: look into the group.
+        bind_error = _os_error(failure)
+        if bind_error is None:
+            raise
+        console.print(
+            f"[red]Error:[/red] cannot serve: {bind_error.strerror or bind_error} (WebSocket "
+            f"{settings.host}:{settings.port}, admin API {settings.admin_host}:"
+            f"{settings.admin_port})."
+        )
         raise typer.Exit(1) from None
+
+
+def _os_error(failure: BaseException) -> OSError | None:
+    if isinstance(failure, OSError):
+        return failure
+    if isinstance(failure, BaseExceptionGroup):
+        for inner in failure.exceptions:
+            found = _os_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _verifier(settings: Settings) -> TokenVerifier:
@@ -123,7 +145,9 @@ async def _run(settings: Settings, verifier: TokenVerifier, dev: bool) -> None:
         store.on_commit = server.on_commit
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
+            admin_port = await nursery.start(serve_admin, server)
             _announce(settings, server, dev)
+            _announce_admin(settings, admin_port, dev)
             nursery.start_soon(_stop_on_signal, server)
             await server.wait_stopped()
             nursery.cancel_scope.cancel()
@@ -157,6 +181,26 @@ def _announce(settings: Settings, server: Server, dev: bool) -> None:
     else:
         console.print(
             "Tokens: JWTs from your backend (or `hoomi token USER --secret …` for HS256)."
+        )
+
+
+def _announce_admin(settings: Settings, port: int, dev: bool) -> None:
+    host = settings.admin_host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    if not settings.admin_token:
+        console.print(
+            f"Admin API on {url}: only /healthz /readyz /metrics answer "
+            "(set --admin-token or HOOMI_ADMIN_TOKEN to enable /v1)."
+        )
+        return
+    console.print(f"Admin API on {url} (Bearer token required for /v1)")
+    if dev:
+        # soft_wrap: the command must stay on one line to be copied.
+        console.print(
+            f"  admin token: {settings.admin_token}\n"
+            f"  HOOMI_ADMIN_URL={url} HOOMI_ADMIN_TOKEN={settings.admin_token} "
+            "hoomi-admin sessions list",
+            soft_wrap=True,
         )
 
 

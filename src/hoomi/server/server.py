@@ -74,7 +74,7 @@ class Server:
         self.draining = False
         self.metrics = Metrics()
         self.started_at = wall_clock()
-        self._watchers: set[trio.MemorySendChannel[dict[str, object]]] = set()
+        self._watchers: dict[trio.MemorySendChannel[dict[str, object]], int] = {}
         self._accepting = trio.CancelScope()
         self._stop = trio.Event()
         self._stopped = trio.Event()
@@ -268,8 +268,9 @@ class Server:
     # -- watching -------------------------------------------------------------------------
 
     def notify(self, kind: str, session: Session, **extra: object) -> None:
-        """Tell every watcher of a connect, disconnect or kick; a watcher that does not keep
-        up loses events (it is told so by a `dropped` count), never slows the server."""
+        """Tell every watcher of a connect, disconnect or kick. A watcher that does not keep
+        up loses events, never slows the server; its next event carries `dropped`, the
+        number it lost."""
         if not self._watchers:
             return
         event: dict[str, object] = {
@@ -278,18 +279,19 @@ class Server:
             "session": session.snapshot(),
             **extra,
         }
-        for channel in list(self._watchers):
+        for channel, dropped in list(self._watchers.items()):
             try:
-                channel.send_nowait(event)
+                channel.send_nowait({**event, "dropped": dropped} if dropped else event)
+                self._watchers[channel] = 0
             except trio.WouldBlock:
-                pass
-            except trio.BrokenResourceError:
-                self._watchers.discard(channel)
+                self._watchers[channel] = dropped + 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                del self._watchers[channel]
 
     def watch(self, buffer: int = 256) -> trio.MemoryReceiveChannel[dict[str, object]]:
         """A channel of session events; close it to stop watching. Bounded by `buffer`."""
         send, receive = trio.open_memory_channel[dict[str, object]](buffer)
-        self._watchers.add(send)
+        self._watchers[send] = 0
         return receive
 
     async def create_conversation(
