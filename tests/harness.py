@@ -314,6 +314,10 @@ class EventStream:
             for line in lines:
                 name, _, value = line.partition(":")
                 reader.headers[name.strip().lower()] = value.strip()
+            if reader.status == 200:
+                # The stream opens with this once the watcher is registered: no later
+                # event can be missed.
+                assert await reader.next() == {"comment": "watching"}
             yield reader
 
     async def next(self, within: float = 5) -> dict[str, str] | None:

@@ -230,7 +230,7 @@ async def test_without_an_admin_token_the_v1_api_is_disabled_and_says_how_to_ena
         admin_api(running, "some-token-someone-guessed") as api,
     ):
         refused = conforms(await api.get("/v1/stats"))
-        assert refused["error"]["code"] == "unauthorized"
+        assert refused["error"]["code"] == "admin_disabled"
         assert "--admin-token" in refused["error"]["message"]
         assert "HOOMI_ADMIN_TOKEN" in refused["error"]["message"]
         assert conforms(await api.get("/healthz")) == {"status": "ok"}
@@ -330,8 +330,8 @@ async def test_watch_streams_connects_kicks_and_disconnects_as_they_happen(
             alice = await running.connect("alice")
             sid = alice.welcome["session_id"]
             seen: list[tuple[str, dict[str, Any]]] = []
-            while len(seen) < 3:
-                if len(seen) == 1:
+            while len(seen) < 4:
+                if len(seen) == 2:
                     await api.post(f"/v1/sessions/{sid}/kick", json={"reason": "watch me"})
                 event = await events.next()
                 assert event is not None
@@ -339,10 +339,12 @@ async def test_watch_streams_connects_kicks_and_disconnects_as_they_happen(
                 schema_check("WatchEvent", data)
                 assert data["event"] == event["event"]
                 seen.append((event["event"], data))
-            assert [kind for kind, _ in seen] == ["connect", "kick", "disconnect"]
+            assert [kind for kind, _ in seen] == ["connect", "ready", "kick", "disconnect"]
             assert all(data["session"]["session_id"] == sid for _, data in seen)
-            assert seen[1][1]["reason"] == "watch me"
-            assert seen[2][1]["session"]["user_id"] == "alice"
+            assert seen[0][1]["session"]["user_id"] is None  # before the hello
+            assert seen[1][1]["session"]["user_id"] == "alice"
+            assert seen[2][1]["reason"] == "watch me"
+            assert seen[3][1]["session"]["user_id"] == "alice"
             assert await alice.closed() == 4004
 
         async def unwatched() -> bool:
@@ -693,13 +695,15 @@ async def test_a_watcher_that_falls_behind_is_told_how_many_events_it_lost(
         await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
         events = hoomi.server.watch(buffer=1)
         async with events:
-            first = await hoomi.connect("alice")  # connect: queued (the buffer holds one)
-            bob = await hoomi.connect("bob")  # connect: dropped
-            await first.aclose()  # disconnect: dropped
+            first = await hoomi.connect(
+                "alice"
+            )  # connect queued (the buffer holds one), ready dropped
+            bob = await hoomi.connect("bob")  # connect and ready dropped
+            await first.aclose()  # disconnect dropped
             offline = await bob.expect("presence")  # alice's last session has ended
             assert offline["status"] == "offline"
             assert (await events.receive())["event"] == "connect"
             third = await hoomi.connect("carol")
             latest = await events.receive()
-            assert (latest["event"], latest["dropped"]) == ("connect", 2)
+            assert (latest["event"], latest["dropped"]) == ("connect", 4)
             await third.aclose()

@@ -258,7 +258,8 @@ class _Admin:
             reason = "wrong token" if given else "no token"
             message = "Send the admin token as 'Authorization: Bearer <token>'."
         logs.event("admin_refused", remote=remote, path=request.url.path, reason=reason)
-        return _error_response(ApiError(401, "unauthorized", message))
+        code = "admin_disabled" if expected is None else "unauthorized"
+        return _error_response(ApiError(401, code, message))
 
     # -- health ---------------------------------------------------------------------------
 
@@ -334,6 +335,8 @@ class _Admin:
         """Server-sent events: one per session event, a comment when idle; ends when the
         server stops. The watch channel is closed however the stream ends."""
         with self.server.watch() as channel:
+            # Registered: from here no event is missed. Say so, so clients can rely on it.
+            yield b": watching\n\n"
             while not self.stopping:
                 with trio.move_on_after(self.keepalive_s) as scope:
                     self._waiting.add(scope)

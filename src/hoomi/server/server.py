@@ -268,7 +268,8 @@ class Server:
     # -- watching -------------------------------------------------------------------------
 
     def notify(self, kind: str, session: Session, **extra: object) -> None:
-        """Tell every watcher of a connect, disconnect or kick. A watcher that does not keep
+        """Tell every watcher of a connect (socket upgraded), ready (hello accepted: the user
+        is known), disconnect or kick. A watcher that does not keep
         up loses events, never slows the server; its next event carries `dropped`, the
         number it lost."""
         if not self._watchers:

@@ -363,6 +363,7 @@ class Session:
             )
         )
         logs.event("ready", session=self.id, user=self.user_id, remote=self.remote)
+        self.server.notify("ready", self)
 
     async def _replay(self, hello: m.Hello, views: list[MemberView]) -> None:
         """Replay missed messages per resume position, then release the held live frames."""
