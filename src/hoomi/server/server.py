@@ -158,9 +158,15 @@ class Server:
         self.notify("connect", session)
         if SUBPROTOCOL not in handshake.subprotocols:
             session.fire(Event.NO_SUBPROTOCOL, detail="offer the subprotocol hoomi.v1")
-        async with trio.open_nursery() as nursery:
-            ws.run_writer_in(nursery)
-            await session.run()
+        try:
+            async with trio.open_nursery() as nursery:
+                ws.run_writer_in(nursery)
+                await session.run(nursery.cancel_scope)
+        except Exception:
+            # A bug in one connection must not reach serve_listeners (and so the server).
+            logs.failure("connection_failed", session=session.id, user=session.user_id or None)
+            self.release(session)
+            await ws.aclose()
 
     def _choose(self, handshake: Handshake) -> tuple[int, str] | str | None:
         """Accept the upgrade with `hoomi.v1`, or refuse it with an HTTP status."""

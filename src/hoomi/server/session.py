@@ -40,6 +40,32 @@ if TYPE_CHECKING:
 class Session:
     """The server side of one WebSocket connection."""
 
+    # Slots: tens of thousands of idle sessions each save their instance dict.
+    __slots__ = (
+        "_held",
+        "_refill_at",
+        "_refused_in_row",
+        "_scope",
+        "_tokens",
+        "client",
+        "connected_at",
+        "conversations",
+        "counted_online",
+        "expires_at_ms",
+        "hello_deadline",
+        "id",
+        "last_ping",
+        "last_seq",
+        "machine",
+        "messages_in",
+        "messages_out",
+        "remote",
+        "server",
+        "user_id",
+        "warned",
+        "ws",
+    )
+
     def __init__(self, server: Server, ws: WebSocket, remote: str) -> None:
         self.id = "s_" + secrets.token_hex(8)
         self.server = server
@@ -64,7 +90,8 @@ class Session:
         self._tokens = float(server.settings.rate_burst)
         self._refill_at = now
         self._refused_in_row = 0
-        self._scope = trio.CancelScope()
+        # The connection nursery's scope: bounded by the close timeout once closing.
+        self._scope: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.user_id or '-'} {self.machine.state.value}>"
@@ -173,19 +200,26 @@ class Session:
         if code is CloseCode.SLOW_CONSUMER:
             self.server.metrics.slow_consumers.inc()
         self.ws.close_nowait(code.value, (detail or code.name.lower())[:120])
+        self._arm_close_timeout()
+
+    def _arm_close_timeout(self) -> None:
         # The reader keeps reading until the peer answers the close, at most this long.
-        self._scope.deadline = min(
-            self._scope.deadline,
-            trio.current_time() + self.server.settings.close_timeout_ms / 1000,
-        )
+        if self._scope is not None:
+            self._scope.deadline = min(
+                self._scope.deadline,
+                trio.current_time() + self.server.settings.close_timeout_ms / 1000,
+            )
 
     # -- the session's task ---------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Serve the connection until it closes. Bounded by the close timeout once closing."""
+    async def run(self, scope: trio.CancelScope) -> None:
+        """Serve the connection until it closes. `scope` (the connection nursery's) gets the
+        close timeout as its deadline once the session is closing."""
+        self._scope = scope
+        if self.machine.state is State.CLOSING:  # closed before it ran (no subprotocol)
+            self._arm_close_timeout()
         try:
-            with self._scope:
-                await self._read_loop()
+            await self._read_loop()
         except Exception:
             logs.failure("session_failed", session=self.id, user=self.user_id or None)
             if self.machine.state not in (State.CLOSING, State.CLOSED):

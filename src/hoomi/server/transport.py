@@ -96,6 +96,23 @@ class WebSocket:
     """One client connection. The reader (one task) calls `receive`; anyone may call the
     `*_nowait` methods; `run_writer_in` gives it the nursery its on-demand writer runs in."""
 
+    __slots__ = (
+        "_fd",
+        "_flushed",
+        "_nursery",
+        "_outbox_size",
+        "_parts",
+        "_queue",
+        "_size",
+        "_stream",
+        "_writing",
+        "_ws",
+        "broken",
+        "closing",
+        "last_received",
+        "max_frame_bytes",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -112,14 +129,14 @@ class WebSocket:
         self._outbox_size = outbox_size
         # A raw fd exists only for plain TCP; TLS bytes must go through the SSL stream.
         self._fd = raw_fd
-        self._queue: collections.deque[bytes] = collections.deque()
+        # Created on demand and dropped when empty: an idle connection holds no queue,
+        # no event and no message parts (each costs hundreds of bytes per connection).
+        self._queue: collections.deque[bytes] | None = None
         self._writing = False
         self._nursery: trio.Nursery | None = None
-        self._flushed = trio.Event()
-        self._flushed.set()
-        self._parts: list[str] = []
+        self._flushed: trio.Event | None = None  # None: nothing is being written
+        self._parts: list[str] | None = None
         self._size = 0
-        self._skipping_binary = False
         self.broken = False
         self.closing = False
         self.last_received = trio.current_time()
@@ -210,12 +227,15 @@ class WebSocket:
             self._size += len(data) if data.isascii() else len(data.encode())
             if self._size > self.max_frame_bytes:
                 return TooBig()
-            self._parts.append(data)
             if event.message_finished:
-                text = "".join(self._parts)
-                self._parts.clear()
+                if self._parts is not None:
+                    data = "".join((*self._parts, data))
+                    self._parts = None
                 self._size = 0
-                return Text(text)
+                return Text(data)
+            if self._parts is None:
+                self._parts = []
+            self._parts.append(data)
         elif isinstance(event, BytesMessage):
             return Binary()
         elif isinstance(event, Ping):
@@ -252,7 +272,7 @@ class WebSocket:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue else 0
 
     def _write(self, frame: bytes, *, bounded: bool) -> bool:
         if self.broken:
@@ -268,8 +288,10 @@ class WebSocket:
             if written == len(frame):
                 return True
             frame = frame[written:]
-        elif bounded and len(self._queue) >= self._outbox_size:
+        elif bounded and self._queue is not None and len(self._queue) >= self._outbox_size:
             return False
+        if self._queue is None:
+            self._queue = collections.deque()
         self._queue.append(frame)
         self._start_writer()
         return True
@@ -289,27 +311,29 @@ class WebSocket:
 
     async def _drain(self) -> None:
         try:
-            while self._queue and not self.broken:
-                frame = self._queue[0]
+            while not self.broken and self._queue:
+                queue = self._queue  # `aclose` may drop `_queue` while we send
                 try:
-                    await self._stream.send_all(frame)
+                    await self._stream.send_all(queue[0])
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.broken = True
                     break
-                self._queue.popleft()
+                queue.popleft()
         finally:
-            if self.broken:
-                self._queue.clear()
+            self._queue = None  # drained, or the socket broke and nothing more can go
             self._writing = False
-            self._flushed.set()
+            if self._flushed is not None:
+                self._flushed.set()
+                self._flushed = None
 
     async def flushed(self) -> None:
         """Wait until everything queued so far is written (or the socket broke)."""
-        await self._flushed.wait()
+        if self._flushed is not None:
+            await self._flushed.wait()
 
     async def aclose(self) -> None:
         self.broken = True
-        self._queue.clear()
+        self._queue = None
         with trio.move_on_after(1) as scope:
             scope.shield = True
             await self._stream.aclose()
