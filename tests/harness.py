@@ -212,9 +212,11 @@ class RawClient:
         assert head.startswith(b"HTTP/1.1 101"), head
         return client
 
-    async def send_frame(self, opcode: int, payload: bytes, *, masked: bool = True) -> None:
+    async def send_frame(
+        self, opcode: int, payload: bytes, *, masked: bool = True, fin: bool = True, rsv: int = 0
+    ) -> None:
         size = len(payload)
-        header = bytes([0x80 | opcode])
+        header = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
         mask_bit = 0x80 if masked else 0
         if size < 126:
             header += bytes([mask_bit | size])
@@ -226,22 +228,28 @@ class RawClient:
             header += key
         await self.stream.send_all(header + payload)
 
+    async def next_frame(self, within: float = 5) -> tuple[int, bytes]:
+        """The server's next frame as (opcode, payload)."""
+        with trio.fail_after(within):
+            while len(self.buffer) < 2:
+                self.buffer += await self._more()
+            opcode, size = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+            offset = 2
+            if size == 126:
+                while len(self.buffer) < 4:
+                    self.buffer += await self._more()
+                size, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+            while len(self.buffer) < offset + size:
+                self.buffer += await self._more()
+        payload = self.buffer[offset : offset + size]
+        self.buffer = self.buffer[offset + size :]
+        return opcode, payload
+
     async def close_code(self, within: float = 5) -> int:
         """Read frames until the server's close frame; return its code."""
         with trio.fail_after(within):
             while True:
-                while len(self.buffer) < 2:
-                    self.buffer += await self._more()
-                opcode, size = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
-                offset = 2
-                if size == 126:
-                    while len(self.buffer) < 4:
-                        self.buffer += await self._more()
-                    size, offset = int.from_bytes(self.buffer[2:4], "big"), 4
-                while len(self.buffer) < offset + size:
-                    self.buffer += await self._more()
-                payload = self.buffer[offset : offset + size]
-                self.buffer = self.buffer[offset + size :]
+                opcode, payload = await self.next_frame(within)
                 if opcode == 0x8:
                     return int.from_bytes(payload[:2], "big")
 

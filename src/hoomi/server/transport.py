@@ -1,4 +1,4 @@
-"""The WebSocket transport: wsproto on a Trio stream, behind one small class.
+"""The WebSocket transport: the HTTP upgrade by wsproto, frames parsed here, on a Trio stream.
 
 Why not trio-websocket (ADR 4): fan-out must encode a frame once and hand it to every
 recipient without an ``await`` per recipient. Here a server->client text frame is built once
@@ -7,9 +7,15 @@ queued (a non-blocking ``os.write``), queueing it only on EAGAIN or a partial wr
 task is started for that connection only while its queue is non-empty, so an idle
 connection costs one task (its reader). Order is kept: nothing bypasses a non-empty queue.
 
-Bounded: inbound frames by `max_frame_bytes` (larger ones are reported as `TooBig` as soon as
-the bytes exceed it, never buffered whole), outbound by `outbox_size` frames (`send_nowait`
-returns False when full: the caller closes the session as a slow consumer).
+Why frames are parsed here, not by wsproto after the upgrade: wsproto's per-connection
+state costs ~4.8 KB and a generator and event objects per frame; client->server framing
+(RFC 6455 section 5: masked, no extensions, text only) is a few dozen lines, and the idle
+target is <= 10 KB per connection.
+
+Bounded: inbound messages by `max_frame_bytes`, checked from each frame header before its
+payload is read (an oversized frame is reported as `TooBig` and skipped, never buffered),
+outbound by `outbox_size` frames (`send_nowait` returns False when full: the caller closes
+the session as a slow consumer).
 """
 
 from __future__ import annotations
@@ -22,17 +28,11 @@ from collections.abc import Callable
 import attrs
 import trio
 import wsproto
-from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
     RejectConnection,
     RejectData,
     Request,
-    TextMessage,
 )
 from wsproto.utilities import RemoteProtocolError
 
@@ -47,6 +47,31 @@ def text_frame(payload: bytes) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", 0x81, 126, size) + payload
     return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+_CLOSE_REASON_BYTES = 123  # a control frame holds 125 bytes, 2 of them the code
+_PING = b"\x89\x00"
+
+
+def _control(first_byte: int, payload: bytes) -> bytes:
+    """An unmasked server control frame (payload at most 125 bytes)."""
+    return bytes((first_byte, len(payload))) + payload
+
+
+def _unmask(mask: bytes, data: bytes) -> bytes:
+    """XOR `data` with the repeated 4-byte `mask` (one big-int operation, not per byte)."""
+    size = len(data)
+    if not size:
+        return b""
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
+
+
+def _text(payload: bytes) -> Text | Invalid:
+    try:
+        return Text(payload.decode())
+    except UnicodeDecodeError:
+        return Invalid(1007, "a text frame was not valid UTF-8")
 
 
 @attrs.frozen
@@ -97,6 +122,8 @@ class WebSocket:
     `*_nowait` methods; `run_writer_in` gives it the nursery its on-demand writer runs in."""
 
     __slots__ = (
+        "_buf",
+        "_failed",
         "_fd",
         "_flushed",
         "_nursery",
@@ -104,9 +131,9 @@ class WebSocket:
         "_parts",
         "_queue",
         "_size",
+        "_skip",
         "_stream",
         "_writing",
-        "_ws",
         "broken",
         "closing",
         "last_received",
@@ -122,9 +149,9 @@ class WebSocket:
         raw_fd: int | None,
     ) -> None:
         self._stream = stream
-        self._ws: wsproto.WSConnection | Connection = wsproto.WSConnection(
-            wsproto.ConnectionType.SERVER
-        )
+        self._buf = b""  # received bytes not yet parsed into frames
+        self._failed = False  # a frame broke the protocol: parse nothing more
+        self._skip = 0  # bytes of an oversized frame still to drop
         self.max_frame_bytes = max_frame_bytes
         self._outbox_size = outbox_size
         # A raw fd exists only for plain TCP; TLS bytes must go through the SSL stream.
@@ -135,7 +162,7 @@ class WebSocket:
         self._writing = False
         self._nursery: trio.Nursery | None = None
         self._flushed: trio.Event | None = None  # None: nothing is being written
-        self._parts: list[str] | None = None
+        self._parts: list[bytes] | None = None
         self._size = 0
         self.broken = False
         self.closing = False
@@ -149,18 +176,23 @@ class WebSocket:
         """Read the HTTP upgrade; `choose` returns the subprotocol to accept (None: accept
         without one) or an HTTP (status, reason) to refuse with. Returns None if the client
         went away or was refused."""
+        # wsproto (h11) does the HTTP upgrade; once it is done the handshake state is
+        # dropped (~4.8 KB per connection) and frames are parsed by `receive`.
+        handshaker = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        received = b""
         while True:
             data = await self._stream.receive_some(_RECEIVE_CHUNK)
+            received += data
             try:
-                self._ws.receive_data(bytes(data) if data else None)
+                handshaker.receive_data(bytes(data) if data else None)
             except RemoteProtocolError as exc:
                 # Not a WebSocket upgrade (e.g. plain HTTP): answer 400 if wsproto can.
                 if exc.event_hint is not None:
-                    await self._send_all(self._ws.send(exc.event_hint))
+                    await self._send_all(handshaker.send(exc.event_hint))
                 return None
             if not data:
                 return None
-            for event in self._ws.events():
+            for event in handshaker.events():
                 if isinstance(event, Request):
                     headers = {k.decode("latin-1").lower(): v for k, v in event.extra_headers}
                     origin = headers.get("origin")
@@ -173,24 +205,22 @@ class WebSocket:
                     )
                     choice = choose(handshake)
                     if isinstance(choice, tuple):
-                        await self._refuse(*choice)
+                        await self._refuse(handshaker, *choice)
                         return None
-                    accepted = self._ws.send(AcceptConnection(subprotocol=choice, extensions=[]))
-                    # Keep only the frame protocol: the HTTP handshake state (~2.8 KB per
-                    # connection) is garbage from here on. Bytes that came with the
-                    # upgrade were handed to it already.
-                    assert isinstance(self._ws, wsproto.WSConnection)
-                    assert self._ws.connection is not None
-                    self._ws = self._ws.connection
+                    accepted = handshaker.send(AcceptConnection(subprotocol=choice, extensions=[]))
+                    # Clients should wait for the 101 before sending frames (RFC 6455 4.1),
+                    # but bytes that came right behind the request (it has no body) are
+                    # frames all the same: parse them rather than drop them.
+                    self._buf = received[received.index(b"\r\n\r\n") + 4 :]
                     await self._send_all(accepted)
                     return handshake
 
-    async def _refuse(self, status: int, reason: str) -> None:
+    async def _refuse(self, handshaker: wsproto.WSConnection, status: int, reason: str) -> None:
         body = (reason + "\n").encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8")]
         headers.append((b"content-length", str(len(body)).encode()))
-        out = self._ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
-        out += self._ws.send(RejectData(data=body))
+        out = handshaker.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+        out += handshaker.send(RejectData(data=body))
         await self._send_all(out)
 
     async def _send_all(self, data: bytes) -> None:
@@ -202,12 +232,16 @@ class WebSocket:
     # -- receiving ------------------------------------------------------------------------
 
     async def receive(self) -> Incoming:
-        """The next complete inbound frame or what ended the stream. Answers pings itself."""
+        """The next complete inbound message or what ended the stream. Answers pings itself.
+
+        Frames are parsed here (RFC 6455 section 5, client to server: masked, no extensions);
+        a data frame's length is checked against `max_frame_bytes` from its header, before
+        its payload is read, so an oversized frame is never buffered.
+        """
         while True:
-            for event in self._ws.events():
-                result = self._on_event(event)
-                if result is not None:
-                    return result
+            result = self._parse()
+            if result is not None:
+                return result
             try:
                 data = await self._stream.receive_some(_RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -216,39 +250,93 @@ class WebSocket:
             if not data:
                 self.broken = True
                 return Closed(1006)
-            try:
-                self._ws.receive_data(bytes(data))
-            except RemoteProtocolError as exc:  # data after the close handshake
-                return Invalid(1002, str(exc))
+            self._buf = self._buf + data if self._buf else bytes(data)
 
-    def _on_event(self, event: object) -> Incoming | None:
-        if isinstance(event, TextMessage):
-            data = event.data
-            self._size += len(data) if data.isascii() else len(data.encode())
-            if self._size > self.max_frame_bytes:
+    def _parse(self) -> Incoming | None:
+        """Consume whole frames from the buffer; the first thing to report, or None."""
+        if self._failed:  # framing can no longer be trusted: discard until the end
+            self._buf = b""
+            return None
+        if self._skip:  # the rest of an oversized frame: dropped as it arrives
+            dropped = min(self._skip, len(self._buf))
+            self._skip -= dropped
+            self._buf = self._buf[dropped:]
+            if self._skip:
+                return None
+        result = self._parse_frames()
+        if isinstance(result, Invalid) and result.code == 1002:
+            self._failed = True
+            self._buf = b""
+        return result
+
+    def _parse_frames(self) -> Incoming | None:
+        while True:
+            buf = self._buf
+            if len(buf) < 2:
+                return None
+            first, second = buf[0], buf[1]
+            fin, opcode, size = first & 0x80, first & 0x0F, second & 0x7F
+            if first & 0x70:
+                return Invalid(1002, "reserved bits set (no extension was negotiated)")
+            if not second & 0x80:
+                return Invalid(1002, "client frames must be masked")
+            start = 2
+            if size == 126:
+                if len(buf) < 4:
+                    return None
+                size, start = int.from_bytes(buf[2:4], "big"), 4
+            elif size == 127:
+                if len(buf) < 10:
+                    return None
+                size, start = int.from_bytes(buf[2:10], "big"), 10
+            if opcode & 0x08:
+                if size > 125 or not fin:
+                    return Invalid(1002, "control frames are unfragmented and at most 125 bytes")
+            elif self._size + size > self.max_frame_bytes:
+                # Framing stays intact: skip this frame so the peer's close is still read.
+                self._skip = start + 4 + size
+                self._parts, self._size = None, 0
                 return TooBig()
-            if event.message_finished:
-                if self._parts is not None:
-                    data = "".join((*self._parts, data))
-                    self._parts = None
-                self._size = 0
-                return Text(data)
+            end = start + 4 + size
+            if len(buf) < end:
+                return None
+            payload = _unmask(buf[start : start + 4], buf[start + 4 : end])
+            self._buf = buf[end:]
+            result = self._frame(opcode, bool(fin), payload)
+            if result is not None:
+                return result
+
+    def _frame(self, opcode: int, fin: bool, payload: bytes) -> Incoming | None:
+        if opcode == 0x1 or opcode == 0x0:  # text, continuation
+            if (opcode == 0x1) == (self._parts is not None):
+                return Invalid(1002, "continuation frame out of place")
+            if fin and self._parts is None:
+                return _text(payload)
             if self._parts is None:
                 self._parts = []
-            self._parts.append(data)
-        elif isinstance(event, BytesMessage):
+            self._parts.append(payload)
+            self._size += len(payload)
+            if not fin:
+                return None
+            whole = b"".join(self._parts)
+            self._parts, self._size = None, 0
+            return _text(whole)
+        if opcode == 0x2:
             return Binary()
-        elif isinstance(event, Ping):
-            self._write(self._ws.send(event.response()), bounded=False)
-        elif isinstance(event, CloseConnection):
-            if self._ws.state in (ConnectionState.OPEN, ConnectionState.CONNECTING):
-                return Invalid(event.code, event.reason or "invalid frame")
-            if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                self._write(self._ws.send(event.response()), bounded=False)
-            return Closed(event.code)
-        elif isinstance(event, Pong):
-            pass  # activity only; last_received is already updated
-        return None
+        if opcode == 0x9:  # ping: answer in the same place in the stream
+            self._write(_control(0x8A, payload), bounded=False)
+            return None
+        if opcode == 0xA:  # pong: activity only, already counted
+            return None
+        if opcode == 0x8:
+            if len(payload) == 1:
+                return Invalid(1002, "a close frame's payload is a code and a reason")
+            code = int.from_bytes(payload[:2], "big") if payload else 1005
+            if not self.closing:  # the peer started the close: answer it
+                self.closing = True
+                self._write(_control(0x88, payload[:2]), bounded=False)
+            return Closed(code)
+        return Invalid(1002, f"unknown opcode {opcode:#x}")
 
     # -- sending --------------------------------------------------------------------------
 
@@ -260,15 +348,15 @@ class WebSocket:
 
     def ping_nowait(self) -> None:
         if not (self.closing or self.broken):
-            self._write(self._ws.send(Ping(b"")), bounded=False)
+            self._write(_PING, bounded=False)
 
     def close_nowait(self, code: int, reason: str = "") -> None:
         """Queue a close frame after everything already queued; later frames are dropped."""
         if self.closing or self.broken:
             return
         self.closing = True
-        if self._ws.state is ConnectionState.OPEN:
-            self._write(self._ws.send(CloseConnection(code=code, reason=reason)), bounded=False)
+        body = code.to_bytes(2, "big") + reason.encode()[:_CLOSE_REASON_BYTES]
+        self._write(_control(0x88, body), bounded=False)
 
     @property
     def queued(self) -> int:

@@ -1,0 +1,120 @@
+"""WebSocket framing as the server parses it (RFC 6455 section 5), byte by byte."""
+
+from __future__ import annotations
+
+import pathlib
+
+import orjson
+import pytest
+import trio
+
+from harness import RawClient, mint, running_server
+
+
+async def _ready(port: int) -> RawClient:
+    raw = await RawClient.open(port)
+    await raw.send_frame(0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")}))
+    opcode, payload = await raw.next_frame()
+    assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+    return raw
+
+
+async def test_fragmented_text_messages_are_reassembled_and_pings_answered(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        raw = await _ready(hoomi.server.ports[0])
+        frame = '{"type":"ping","id":"p-ü"}'.encode()
+        await raw.send_frame(0x1, frame[:5], fin=False)
+        await raw.send_frame(0x9, b"are you there")  # a ping between fragments
+        middle = frame.index("ü".encode()) + 1  # split inside the two-byte character
+        await raw.send_frame(0x0, frame[5:middle], fin=False)
+        await raw.send_frame(0x0, frame[middle:])
+        assert await raw.next_frame() == (0xA, b"are you there")
+        opcode, payload = await raw.next_frame()
+        assert opcode == 0x1
+        pong = orjson.loads(payload)
+        assert (pong["type"], pong["id"]) == ("pong", "p-ü")
+        await raw.send_frame(0x8, (1000).to_bytes(2, "big") + b"bye")
+        assert await raw.next_frame() == (0x8, (1000).to_bytes(2, "big"))
+        await raw.aclose()
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([(0x1, b'{"type":"ping","id":"p"}', {"rsv": 4})], 1002),  # reserved bit
+        ([(0x3, b"", {})], 1002),  # unknown opcode
+        ([(0x9, b"x" * 126, {})], 1002),  # control frame over 125 bytes
+        ([(0x9, b"x", {"fin": False})], 1002),  # fragmented control frame
+        ([(0x0, b"{}", {})], 1002),  # continuation with nothing to continue
+        ([(0x1, b"{", {"fin": False}), (0x1, b"}", {})], 1002),  # new message mid-message
+        ([(0x8, b"\x03", {})], 1002),  # close payload of one byte
+        ([(0x1, b'{"type":"ping","id":"\xc3"', {"fin": False}), (0x0, b'"}', {})], 1007),
+        ([(0x2, b"\x00", {})], 1003),
+    ],
+    ids=[
+        "rsv",
+        "opcode",
+        "long-control",
+        "fragmented-control",
+        "lone-continuation",
+        "interleaved",
+        "short-close",
+        "split-invalid-utf8",
+        "binary",
+    ],
+)
+async def test_broken_frames_close_with_the_right_code(
+    tmp_path: pathlib.Path, frames: list[tuple[int, bytes, dict[str, object]]], code: int
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        raw = await _ready(hoomi.server.ports[0])
+        for opcode, payload, options in frames:
+            await raw.send_frame(opcode, payload, **options)  # type: ignore[arg-type]
+        assert await raw.close_code() == code
+        await raw.aclose()
+        bob = await hoomi.connect("bob")
+        assert (await bob.request("ping"))["type"] == "pong"
+
+
+async def test_an_oversized_frame_is_skipped_not_buffered_and_the_close_completes(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path, max_frame_bytes=2048, close_timeout_ms=30_000) as hoomi:
+        raw = await _ready(hoomi.server.ports[0])
+        # Announce 50 kB but send only the start: the server refuses it from the header.
+        header = bytes([0x81, 0x80 | 126]) + (50_000).to_bytes(2, "big") + b"\0\0\0\0"
+        await raw.stream.send_all(header + b"x" * 1000)
+        assert await raw.close_code() == 1009
+        await raw.stream.send_all(b"x" * 49_000)  # the rest of it, then our close reply
+        started = trio.current_time()
+        await raw.send_frame(0x8, (1009).to_bytes(2, "big"))
+        with trio.fail_after(5):
+            assert await raw.stream.receive_some(10) == b""  # the server ends TCP at once
+        assert trio.current_time() - started < 5  # not the 30 s close timeout
+        await raw.aclose()
+
+
+async def test_frames_sent_right_behind_the_upgrade_request_are_not_lost(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        stream = await trio.open_tcp_stream("127.0.0.1", hoomi.server.ports[0])
+        upgrade = (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Protocol: hoomi.v1\r\n\r\n"
+        )
+        hello = orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
+        early = bytes([0x81, 0x80 | 126]) + len(hello).to_bytes(2, "big") + b"\0\0\0\0" + hello
+        raw = RawClient(stream)
+        await stream.send_all(upgrade + early)
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in raw.buffer:
+                raw.buffer += await raw._more()
+        head, raw.buffer = raw.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101")
+        opcode, payload = await raw.next_frame()
+        assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+        await raw.aclose()
