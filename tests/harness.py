@@ -235,10 +235,11 @@ class RawClient:
                 self.buffer += await self._more()
             opcode, size = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
             offset = 2
-            if size == 126:
-                while len(self.buffer) < 4:
+            if size >= 126:
+                offset = 4 if size == 126 else 10
+                while len(self.buffer) < offset:
                     self.buffer += await self._more()
-                size, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+                size = int.from_bytes(self.buffer[2:offset], "big")
             while len(self.buffer) < offset + size:
                 self.buffer += await self._more()
         payload = self.buffer[offset : offset + size]

@@ -230,7 +230,7 @@ class _Admin:
             "kind": info.kind,
             "title": info.title,
             "members": list(info.members),
-            "latest_seq": max(info.latest_seq, self.server.published_seq.get(cid, 0)),
+            "latest_seq": max(info.latest_seq, self.server.latest_published(cid)),
             "created_at": info.created_at,
         }
 

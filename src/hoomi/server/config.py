@@ -69,6 +69,10 @@ class Settings:
     outbox_size: int = attrs.field(
         default=1024, metadata=_help("Frames queued per session before it is a slow consumer.")
     )
+    outbox_bytes: int = attrs.field(
+        default=8 * 1024 * 1024,
+        metadata=_help("Bytes queued per session before it is a slow consumer."),
+    )
     heartbeat_interval_ms: int = attrs.field(default=25_000, metadata=_help("WebSocket pings."))
     token_warning_ms: int = attrs.field(
         default=60_000, metadata=_help("Send token_expiring this long before expiry (ms).")
@@ -113,6 +117,7 @@ class Settings:
             "hello_timeout_ms",
             "history_page_max",
             "outbox_size",
+            "outbox_bytes",
             "heartbeat_interval_ms",
             "typing_ttl_ms",
             "close_timeout_ms",

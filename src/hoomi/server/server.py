@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 
+import attrs
 import trio
 from prometheus_client.context_managers import Timer
 
@@ -35,6 +36,7 @@ from .store import ConversationInfo, ConversationKind, MemberView, NotAMember, S
 from .transport import Handshake, WebSocket, text_frame
 
 PRE_WELCOME_FRAME_BYTES = 16384
+LAST_SEEN_MAX = 100_000  # users whose last_seen is remembered in memory
 
 
 class Server:
@@ -68,7 +70,10 @@ class Server:
         self.by_user: dict[str, set[Session]] = defaultdict(set)
         self.online: dict[str, int] = {}  # user -> ready sessions
         self.last_seen: dict[str, int] = {}
-        self.published_seq: dict[str, int] = {}
+        # conversation -> (latest seq published, when): only needed across one hello's
+        # read of the store, so entries older than the hello deadline are pruned.
+        self.published_seq: dict[str, tuple[int, float]] = {}
+        self.membership_epoch = 0  # bumped by every membership change
         self.typing: dict[tuple[str, str], float] = {}  # (conversation, user) -> deadline
         self.ports: list[int] = []
         self.draining = False
@@ -132,26 +137,42 @@ class Server:
         await self._stopped.wait()
 
     async def _connection(self, stream: trio.abc.Stream, *, tls: bool) -> None:
+        """One accepted socket, from upgrade to close. Nothing raised here may reach
+        serve_listeners: that would end the server."""
+        try:
+            await self._serve_connection(stream, tls=tls)
+        except Exception:
+            logs.failure("connection_failed")
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+
+    async def _serve_connection(self, stream: trio.abc.Stream, *, tls: bool) -> None:
         settings = self.settings
+        accepted_at = trio.current_time()
         raw_fd = None
         remote = "?"
         if isinstance(stream, trio.SocketStream):
             raw_fd = stream.socket.fileno()
-            host, port = stream.socket.getpeername()[:2]
-            remote = f"{host}:{port}"
+            try:
+                host, port = stream.socket.getpeername()[:2]
+                remote = f"{host}:{port}"
+            except OSError:
+                pass  # already gone; the upgrade below will notice
         ws = WebSocket(
             stream,
             # Until welcome, a frame need hold no more than a hello (HOOMI-WIRE-5).
             max_frame_bytes=min(settings.max_frame_bytes, PRE_WELCOME_FRAME_BYTES),
             outbox_size=settings.outbox_size,
+            outbox_bytes=settings.outbox_bytes,
             raw_fd=None if tls else raw_fd,
         )
+        handshake = None
         with trio.move_on_after(settings.hello_timeout_ms / 1000):
             handshake = await ws.accept(self._choose)
         if handshake is None or self.draining:
             await ws.aclose()
             return
-        session = Session(self, ws, remote)
+        session = Session(self, ws, remote, accepted_at=accepted_at)
         self.sessions[session.id] = session
         self.metrics.connections.inc()
         logs.event("connected", session=session.id, remote=remote, origin=handshake.origin)
@@ -163,7 +184,6 @@ class Server:
                 ws.run_writer_in(nursery)
                 await session.run(nursery.cancel_scope)
         except Exception:
-            # A bug in one connection must not reach serve_listeners (and so the server).
             logs.failure("connection_failed", session=session.id, user=session.user_id or None)
             self.release(session)
             await ws.aclose()
@@ -222,7 +242,10 @@ class Server:
             if self.online[user] == 0:
                 del self.online[user]
                 now = self.wall_ms()
-                self.last_seen[user] = now
+                self.last_seen.pop(user, None)
+                self.last_seen[user] = now  # newest last: the oldest go first when full
+                if len(self.last_seen) > LAST_SEEN_MAX:
+                    del self.last_seen[next(iter(self.last_seen))]
                 for key in [k for k in self.typing if k[1] == user]:
                     self.set_typing(key[0], user, active=False)
                 offline = m.Presence(user_id=user, status="offline", last_seen=now)
@@ -301,24 +324,33 @@ class Server:
         self._watchers[send] = 0
         return receive
 
+    # Membership changes are shielded: once the store has the write it commits, and the
+    # live sessions must then hear of it, whoever cancels the caller (HOOMI-CONV-3).
+
     async def create_conversation(
         self, *, kind: ConversationKind, members: Sequence[str], title: str | None = None
     ) -> ConversationInfo:
         """Create a conversation; members' live sessions get `conversation_joined`."""
-        info = await self.store.create_conversation(
-            kind=kind, members=members, title=title, now_ms=self.wall_ms()
-        )
+        with trio.CancelScope(shield=True):
+            info = await self.store.create_conversation(
+                kind=kind, members=members, title=title, now_ms=self.wall_ms()
+            )
+        self.membership_epoch += 1
         for user in info.members:
             self._joined(info, user)
         return info
 
     async def add_member(self, conversation_id: str, user_id: str) -> ConversationInfo:
-        info = await self.store.add_member(conversation_id, user_id)
+        with trio.CancelScope(shield=True):
+            info = await self.store.add_member(conversation_id, user_id)
+        self.membership_epoch += 1
         self._joined(info, user_id)
         return info
 
     async def remove_member(self, conversation_id: str, user_id: str) -> ConversationInfo:
-        info = await self.store.remove_member(conversation_id, user_id)
+        with trio.CancelScope(shield=True):
+            info = await self.store.remove_member(conversation_id, user_id)
+        self.membership_epoch += 1
         if (conversation_id, user_id) in self.typing:
             self.set_typing(conversation_id, user_id, active=False)
         for session in self._ready_sessions(user_id):
@@ -343,17 +375,18 @@ class Server:
         return appended.message
 
     def _joined(self, info: ConversationInfo, user_id: str) -> None:
+        cid = info.conversation_id
+        # Messages published since the store answered were not delivered to these
+        # sessions: announcing them in latest_seq lets the client page them.
+        latest = max(info.latest_seq, self.latest_published(cid))
         for session in self._ready_sessions(user_id):
-            cid = info.conversation_id
             if cid in session.conversations:
                 continue
             session.conversations.add(cid)
-            session.last_seq[cid] = info.latest_seq
+            session.last_seq[cid] = latest
             self.fanout.subscribe(cid, session)
-            view = MemberView(info=info, read_seq=info.latest_seq, unread=0)
-            session.send(
-                m.ConversationJoined(conversation=self.conversation_record(view, info.latest_seq))
-            )
+            view = MemberView(info=attrs.evolve(info, latest_seq=latest), read_seq=latest, unread=0)
+            session.send(m.ConversationJoined(conversation=self.conversation_record(view, latest)))
 
     def _ready_sessions(self, user_id: str) -> list[Session]:
         return [s for s in self.by_user.get(user_id, ()) if s.machine.state is State.READY]
@@ -363,15 +396,24 @@ class Server:
     def on_commit(self, messages: Sequence[m.ChatMessage]) -> None:
         """The store's commit hook: called in commit (so seq) order, before any ack."""
         started = time.perf_counter()
+        now = trio.current_time()
         deliveries = 0
         for message in messages:
             cid = message.conversation_id
-            self.published_seq[cid] = max(self.published_seq.get(cid, 0), message.seq)
+            self.published_seq[cid] = (message.seq, now)
             frame = text_frame(encode_bytes(m.MessageEvent(message=message)))
-            deliveries += self.fanout.publish(cid, frame, seq=message.seq)
+            try:
+                deliveries += self.fanout.publish(cid, frame, seq=message.seq)
+            except Exception:  # a bug must not stop the rest of the batch from going out
+                logs.failure("publish_failed", conversation=cid, seq=message.seq)
         self.metrics.messages_stored.inc(len(messages))
         self.metrics.deliveries.inc(deliveries)
         self.metrics.fanout_seconds.observe(time.perf_counter() - started)
+
+    def latest_published(self, conversation_id: str) -> int:
+        """The newest seq fan-out published lately in a conversation (0 if none lately)."""
+        entry = self.published_seq.get(conversation_id)
+        return entry[0] if entry else 0
 
     def set_typing(self, cid: str, user: str, *, active: bool) -> None:
         """Change a typing state; members hear of changes only (HOOMI-TYPING-2)."""
@@ -479,7 +521,8 @@ class Server:
         try:
             identity = self.verifier.verify(request.token, now_s=self.wall())
         except TokenError as refused:
-            session.reply_error(request.id, refused.code, refused.message)
+            # HOOMI-TOKEN-2: any refused refresh is `unauthorized`; the old token stays.
+            session.reply_error(request.id, ErrorCode.UNAUTHORIZED, refused.message)
             return
         if identity.user_id != session.user_id:
             session.reply_error(request.id, ErrorCode.UNAUTHORIZED, "token is for another user")
@@ -525,6 +568,10 @@ class Server:
             for (cid, user), deadline in list(self.typing.items()):
                 if now >= deadline:
                     self.set_typing(cid, user, active=False)
+            horizon = now - settings.hello_timeout_ms / 1000
+            for cid, (_, when) in list(self.published_seq.items()):
+                if when < horizon:
+                    del self.published_seq[cid]
 
     def _tick(self, session: Session, now: float, wall_ms: int, interval: float) -> None:
         if now - session.ws.last_received >= 3 * interval:

@@ -66,7 +66,9 @@ class Session:
         "ws",
     )
 
-    def __init__(self, server: Server, ws: WebSocket, remote: str) -> None:
+    def __init__(
+        self, server: Server, ws: WebSocket, remote: str, *, accepted_at: float | None = None
+    ) -> None:
         self.id = "s_" + secrets.token_hex(8)
         self.server = server
         self.ws = ws
@@ -77,8 +79,9 @@ class Session:
         self.expires_at_ms = 0
         self.warned = False
         now = trio.current_time()
-        self.connected_at = now
-        self.hello_deadline = now + server.settings.hello_timeout_ms / 1000
+        self.connected_at = now if accepted_at is None else accepted_at
+        # One deadline from accept to welcome, the upgrade included (HOOMI-HELLO-4).
+        self.hello_deadline = self.connected_at + server.settings.hello_timeout_ms / 1000
         self.last_ping = now
         self.conversations: set[str] = set()
         self.counted_online = False  # counted in the server's presence aggregate
@@ -196,19 +199,22 @@ class Session:
         return transition
 
     def _close(self, code: CloseCode, detail: str) -> None:
+        # Going away delivers what is queued within the drain deadline (HOOMI-CLOSE-2);
+        # every other close gets the close timeout.
         self.server.metrics.closes.labels(str(code.value)).inc()
         if code is CloseCode.SLOW_CONSUMER:
             self.server.metrics.slow_consumers.inc()
         self.ws.close_nowait(code.value, (detail or code.name.lower())[:120])
-        self._arm_close_timeout()
+        self._arm_close_timeout(code)
 
-    def _arm_close_timeout(self) -> None:
+    def _arm_close_timeout(self, code: CloseCode | None = None) -> None:
         # The reader keeps reading until the peer answers the close, at most this long.
+        settings = self.server.settings
+        wait_ms = (
+            settings.drain_timeout_ms if code is CloseCode.GOING_AWAY else settings.close_timeout_ms
+        )
         if self._scope is not None:
-            self._scope.deadline = min(
-                self._scope.deadline,
-                trio.current_time() + self.server.settings.close_timeout_ms / 1000,
-            )
+            self._scope.deadline = min(self._scope.deadline, trio.current_time() + wait_ms / 1000)
 
     # -- the session's task ---------------------------------------------------------------
 
@@ -361,9 +367,15 @@ class Session:
         self.user_id = identity.user_id
         self.expires_at_ms = identity.expires_at_ms
         self.client = hello.client
-        views = await self.server.store.conversations_of(self.user_id)
-        if self.machine.state is not State.AUTHENTICATING:
-            return  # closed (deadline, drain, kick) while the store answered
+        for _ in range(3):
+            # A membership change while the store answered would be lost to this session
+            # (it is not subscribed yet): read again until none happened.
+            epoch = self.server.membership_epoch
+            views = await self.server.store.conversations_of(self.user_id)
+            if self.machine.state is not State.AUTHENTICATING:
+                return  # closed (deadline, drain, kick) while the store answered
+            if epoch == self.server.membership_epoch:
+                break
         self.fire(Event.HELLO_ACCEPTED)
         self._welcome(hello, views)
         await self._replay(hello, views)
@@ -377,7 +389,7 @@ class Session:
         for view in views:
             cid = view.info.conversation_id
             # A message stored while `conversations_of` ran may already be published.
-            latest = max(view.info.latest_seq, self.server.published_seq.get(cid, 0))
+            latest = max(view.info.latest_seq, self.server.latest_published(cid))
             self.last_seq[cid] = latest
             conversations.append(self.server.conversation_record(view, latest))
         # No await from here to the welcome: no live frame can slip in before it.
@@ -413,9 +425,21 @@ class Session:
                 page = await self.server.store.history(cid, after_seq=after, limit=latest - after)
                 if self.machine.state is not State.READY:
                     return
+                if cid not in self.conversations:  # removed meanwhile (HOOMI-CONV-3)
+                    self._held.pop(cid, None)
+                    continue
                 for message in page.messages:
                     self.send(m.MessageEvent(message=message))
-            held = self._held.pop(cid)
+                    if self.ws.queued > self.server.settings.outbox_size // 2:
+                        # A replay is a burst the client did not pace: let it read before
+                        # the outbox fills and a fast client looks like a slow one.
+                        with trio.move_on_after(self.server.settings.close_timeout_ms / 1000):
+                            await self.ws.flushed()
+                        if self.machine.state is not State.READY:
+                            return
+            held = self._held.pop(cid, None)
+            if held is None:
+                continue
             for seq, frame in held:
                 self.deliver(cid, seq, frame)
         self._held.clear()

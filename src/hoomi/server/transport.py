@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import struct
 from collections.abc import Callable
 
@@ -50,6 +51,9 @@ def text_frame(payload: bytes) -> bytes:
 
 
 _CLOSE_REASON_BYTES = 123  # a control frame holds 125 bytes, 2 of them the code
+_MAX_FRAGMENTS = 1024  # per message: fragments cost memory even when empty
+_PINGS_PER_S, _PING_BURST = 5.0, 10.0  # pings answered per connection
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _PING = b"\x89\x00"
 
 
@@ -127,9 +131,14 @@ class WebSocket:
         "_fd",
         "_flushed",
         "_nursery",
+        "_outbox_bytes",
         "_outbox_size",
         "_parts",
+        "_pinged_at",
+        "_pings",
+        "_pos",
         "_queue",
+        "_queued_bytes",
         "_size",
         "_skip",
         "_stream",
@@ -146,10 +155,16 @@ class WebSocket:
         *,
         max_frame_bytes: int,
         outbox_size: int,
+        outbox_bytes: int = 8 * 1024 * 1024,
         raw_fd: int | None,
     ) -> None:
         self._stream = stream
-        self._buf = b""  # received bytes not yet parsed into frames
+        self._buf = b""  # received bytes; those before `_pos` are parsed already
+        self._pos = 0
+        self._pings = _PING_BURST
+        self._pinged_at = 0.0
+        self._queued_bytes = 0
+        self._outbox_bytes = outbox_bytes
         self._failed = False  # a frame broke the protocol: parse nothing more
         self._skip = 0  # bytes of an oversized frame still to drop
         self.max_frame_bytes = max_frame_bytes
@@ -181,18 +196,24 @@ class WebSocket:
         handshaker = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
         received = b""
         while True:
-            data = await self._stream.receive_some(_RECEIVE_CHUNK)
+            try:
+                data = await self._stream.receive_some(_RECEIVE_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None  # reset during the upgrade (or a failed TLS handshake)
             received += data
             try:
                 handshaker.receive_data(bytes(data) if data else None)
+                events = list(handshaker.events())
             except RemoteProtocolError as exc:
                 # Not a WebSocket upgrade (e.g. plain HTTP): answer 400 if wsproto can.
                 if exc.event_hint is not None:
                     await self._send_all(handshaker.send(exc.event_hint))
                 return None
+            except (UnicodeError, ValueError):
+                return None  # a head wsproto cannot decode (e.g. a bad IDNA host)
             if not data:
                 return None
-            for event in handshaker.events():
+            for event in events:
                 if isinstance(event, Request):
                     headers = {k.decode("latin-1").lower(): v for k, v in event.extra_headers}
                     origin = headers.get("origin")
@@ -211,7 +232,8 @@ class WebSocket:
                     # Clients should wait for the 101 before sending frames (RFC 6455 4.1),
                     # but bytes that came right behind the request (it has no body) are
                     # frames all the same: parse them rather than drop them.
-                    self._buf = received[received.index(b"\r\n\r\n") + 4 :]
+                    head_end = _HEAD_END.search(received)
+                    self._buf = received[head_end.end() :] if head_end else b""
                     await self._send_all(accepted)
                     return handshake
 
@@ -250,58 +272,64 @@ class WebSocket:
             if not data:
                 self.broken = True
                 return Closed(1006)
-            self._buf = self._buf + data if self._buf else bytes(data)
+            rest = self._buf[self._pos :] if self._pos else self._buf
+            self._buf, self._pos = (rest + data if rest else bytes(data)), 0
 
     def _parse(self) -> Incoming | None:
-        """Consume whole frames from the buffer; the first thing to report, or None."""
+        """Consume whole frames from the buffer; the first thing to report, or None.
+
+        Parsing moves an offset through the buffer (which `receive` compacts once per read),
+        so many small frames in one read cost linear, not quadratic, time."""
         if self._failed:  # framing can no longer be trusted: discard until the end
-            self._buf = b""
+            self._buf, self._pos = b"", 0
             return None
         if self._skip:  # the rest of an oversized frame: dropped as it arrives
-            dropped = min(self._skip, len(self._buf))
+            dropped = min(self._skip, len(self._buf) - self._pos)
             self._skip -= dropped
-            self._buf = self._buf[dropped:]
+            self._pos += dropped
             if self._skip:
                 return None
         result = self._parse_frames()
         if isinstance(result, Invalid) and result.code == 1002:
             self._failed = True
-            self._buf = b""
+            self._buf, self._pos = b"", 0
         return result
 
     def _parse_frames(self) -> Incoming | None:
+        buf = self._buf
         while True:
-            buf = self._buf
-            if len(buf) < 2:
+            pos = self._pos
+            available = len(buf) - pos
+            if available < 2:
                 return None
-            first, second = buf[0], buf[1]
+            first, second = buf[pos], buf[pos + 1]
             fin, opcode, size = first & 0x80, first & 0x0F, second & 0x7F
             if first & 0x70:
                 return Invalid(1002, "reserved bits set (no extension was negotiated)")
             if not second & 0x80:
                 return Invalid(1002, "client frames must be masked")
-            start = 2
+            head = 2
             if size == 126:
-                if len(buf) < 4:
+                if available < 4:
                     return None
-                size, start = int.from_bytes(buf[2:4], "big"), 4
+                size, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
             elif size == 127:
-                if len(buf) < 10:
+                if available < 10:
                     return None
-                size, start = int.from_bytes(buf[2:10], "big"), 10
+                size, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
             if opcode & 0x08:
                 if size > 125 or not fin:
                     return Invalid(1002, "control frames are unfragmented and at most 125 bytes")
             elif self._size + size > self.max_frame_bytes:
                 # Framing stays intact: skip this frame so the peer's close is still read.
-                self._skip = start + 4 + size
+                self._skip = head + 4 + size
                 self._parts, self._size = None, 0
                 return TooBig()
-            end = start + 4 + size
-            if len(buf) < end:
+            if available < head + 4 + size:
                 return None
-            payload = _unmask(buf[start : start + 4], buf[start + 4 : end])
-            self._buf = buf[end:]
+            mask_at = pos + head
+            payload = _unmask(buf[mask_at : mask_at + 4], buf[mask_at + 4 : mask_at + 4 + size])
+            self._pos = mask_at + 4 + size
             result = self._frame(opcode, bool(fin), payload)
             if result is not None:
                 return result
@@ -314,6 +342,9 @@ class WebSocket:
                 return _text(payload)
             if self._parts is None:
                 self._parts = []
+            elif len(self._parts) >= _MAX_FRAGMENTS:  # empty fragments add no bytes
+                self._skip, self._parts, self._size = 0, None, 0
+                return TooBig()
             self._parts.append(payload)
             self._size += len(payload)
             if not fin:
@@ -323,8 +354,13 @@ class WebSocket:
             return _text(whole)
         if opcode == 0x2:
             return Binary()
-        if opcode == 0x9:  # ping: answer in the same place in the stream
-            self._write(_control(0x8A, payload), bounded=False)
+        if opcode == 0x9:  # ping: answered, but a ping flood is not (RFC 6455 5.5.3)
+            now = trio.current_time()
+            self._pings = min(_PING_BURST, self._pings + (now - self._pinged_at) * _PINGS_PER_S)
+            self._pinged_at = now
+            if self._pings >= 1:
+                self._pings -= 1
+                self._write(_control(0x8A, payload), bounded=True)
             return None
         if opcode == 0xA:  # pong: activity only, already counted
             return None
@@ -376,11 +412,19 @@ class WebSocket:
             if written == len(frame):
                 return True
             frame = frame[written:]
-        elif bounded and self._queue is not None and len(self._queue) >= self._outbox_size:
+        elif (
+            bounded
+            and self._queue is not None
+            and (
+                len(self._queue) >= self._outbox_size
+                or self._queued_bytes + len(frame) > self._outbox_bytes
+            )
+        ):
             return False
         if self._queue is None:
             self._queue = collections.deque()
         self._queue.append(frame)
+        self._queued_bytes += len(frame)
         self._start_writer()
         return True
 
@@ -406,9 +450,10 @@ class WebSocket:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.broken = True
                     break
-                queue.popleft()
+                self._queued_bytes -= len(queue.popleft())
         finally:
             self._queue = None  # drained, or the socket broke and nothing more can go
+            self._queued_bytes = 0
             self._writing = False
             if self._flushed is not None:
                 self._flushed.set()
@@ -422,6 +467,7 @@ class WebSocket:
     async def aclose(self) -> None:
         self.broken = True
         self._queue = None
+        self._queued_bytes = 0
         with trio.move_on_after(1) as scope:
             scope.shield = True
             await self._stream.aclose()
