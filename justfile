@@ -31,10 +31,20 @@ test *args: lint
 docs:
     {{bin}}/python tools/gendocs.py
 
-# Benchmarks (not part of the test suite); results land in bench/results/.
-bench:
+# Install what the benchmarks need beyond dev: the Python peers, uvloop, matplotlib, py-spy,
+# and the Node peers (ws, socket.io) from bench/peers/node/package-lock.json.
+bench-setup:
+    {{bin}}/python -m pip install -q -e '.[dev,bench]'
+    cd bench/peers/node && npm ci --no-audit --no-fund
+
+# Benchmarks (never part of the test suite): the codec, then Hoomi against its peers in one
+# run (`just bench fanout --quick`, `just bench --servers hoomi node-ws`; see
+# `python -m bench --help`). Results land in bench/results/; docs/benchmarks.md is rebuilt.
+bench *args:
     mkdir -p bench/results
     {{bin}}/python bench/bench_codec.py --json bench/results/codec.json
+    {{bin}}/python -m bench {{args}}
+    {{bin}}/python -m bench.report
 
 # Format the code.
 fmt:

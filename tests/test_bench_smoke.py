@@ -1,7 +1,12 @@
-"""The codec benchmark still runs (a smoke run: no timing is asserted here)."""
+"""The benchmarks still run (smoke runs: no timing is asserted here).
+
+The harness smoke run needs only the dev extra (picows and psutil are in it): Hoomi alone,
+tiny sizes, two scenarios, no plots; it checks the JSON's shape, never the figures.
+"""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -21,3 +26,43 @@ def test_codec_benchmark_runs_and_writes_its_figures(tmp_path: pathlib.Path) -> 
     result = orjson.loads(out.read_bytes())
     assert set(result["us_per_message"]) >= {"hoomi decode+validate", "hoomi encode"}
     assert all(value > 0 for value in result["us_per_message"].values())
+
+
+def test_benchmark_harness_runs_a_tiny_hoomi_fanout_and_storm(tmp_path: pathlib.Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "fanout",
+            "storm",
+            "--quick",
+            "--servers",
+            "hoomi",
+            "--no-plot",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    fanout = orjson.loads((tmp_path / "fanout.json").read_bytes())
+    assert set(fanout) >= {"scenario", "machine", "servers", "targets", "features"}
+    hoomi = fanout["servers"]["hoomi"]
+    assert "error" not in hoomi, hoomi
+    assert set(hoomi) >= {"steps", "fixed", "max_sustained_deliveries_per_s", "members"}
+    assert set(hoomi["fixed"]) == {"5", "20"}
+    for step in [*hoomi["steps"], *hoomi["fixed"].values()]:
+        assert set(step) >= {"deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct"}
+        assert step["delivered"] > 0
+    storm = orjson.loads((tmp_path / "storm.json").read_bytes())
+    result = storm["servers"]["hoomi"]
+    assert "error" not in result, result
+    assert result["connected"] == result["attempted"] > 0
+    assert {t["target"] for t in storm["targets"]} == {"connect storm sessions/s"}
