@@ -101,6 +101,8 @@ TIMER_DEFAULTS_MS: Mapping[str, int | None] = MappingProxyType(
 class ConnectionState:
     """One connection's position in the state machine."""
 
+    __slots__ = ("state",)
+
     def __init__(self) -> None:
         self.state = INITIAL
 

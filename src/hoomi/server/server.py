@@ -67,7 +67,9 @@ class Server:
             typing_ttl_ms=settings.typing_ttl_ms,
         )
         self.sessions: dict[str, Session] = {}
-        self.by_user: dict[str, set[Session]] = defaultdict(set)
+        # A list, not a set: most users hold one session, and a one-item list is ~150 bytes
+        # smaller (the per-user limit keeps the lists short).
+        self.by_user: dict[str, list[Session]] = defaultdict(list)
         self.online: dict[str, int] = {}  # user -> ready sessions
         self.last_seen: dict[str, int] = {}
         # conversation -> (latest seq published, when): only needed across one hello's
@@ -149,15 +151,7 @@ class Server:
     async def _serve_connection(self, stream: trio.abc.Stream, *, tls: bool) -> None:
         settings = self.settings
         accepted_at = trio.current_time()
-        raw_fd = None
-        remote = "?"
-        if isinstance(stream, trio.SocketStream):
-            raw_fd = stream.socket.fileno()
-            try:
-                host, port = stream.socket.getpeername()[:2]
-                remote = f"{host}:{port}"
-            except OSError:
-                pass  # already gone; the upgrade below will notice
+        raw_fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         ws = WebSocket(
             stream,
             # Until welcome, a frame need hold no more than a hello (HOOMI-WIRE-5).
@@ -172,10 +166,10 @@ class Server:
         if handshake is None or self.draining:
             await ws.aclose()
             return
-        session = Session(self, ws, remote, accepted_at=accepted_at)
+        session = Session(self, ws, accepted_at=accepted_at)
         self.sessions[session.id] = session
         self.metrics.connections.inc()
-        logs.event("connected", session=session.id, remote=remote, origin=handshake.origin)
+        logs.event("connected", session=session.id, remote=ws.peer(), origin=handshake.origin)
         self.notify("connect", session)
         if SUBPROTOCOL not in handshake.subprotocols:
             session.fire(Event.NO_SUBPROTOCOL, detail="offer the subprotocol hoomi.v1")
@@ -208,12 +202,11 @@ class Server:
         sessions = self.by_user[user_id]
         if len(sessions) >= self.settings.max_connections_per_user:
             return False
-        sessions.add(session)
+        sessions.append(session)
         return True
 
     def ready(self, session: Session, conversations: set[str]) -> None:
         """The session is authenticated: subscribe it and count it for presence."""
-        session.conversations = conversations
         for cid in conversations:
             self.fanout.subscribe(cid, session)
         user = session.user_id
@@ -231,9 +224,11 @@ class Server:
         self.metrics.connections.dec()
         user = session.user_id
         if user:
-            self.by_user[user].discard(session)
-            if not self.by_user[user]:
-                del self.by_user[user]
+            sessions = self.by_user.get(user)
+            if sessions is not None and session in sessions:
+                sessions.remove(session)
+                if not sessions:
+                    del self.by_user[user]
         for cid in session.conversations:
             self.fanout.unsubscribe(cid, session)
         if session.counted_online:
@@ -354,8 +349,8 @@ class Server:
         if (conversation_id, user_id) in self.typing:
             self.set_typing(conversation_id, user_id, active=False)
         for session in self._ready_sessions(user_id):
-            if conversation_id in session.conversations:
-                session.conversations.discard(conversation_id)
+            if conversation_id in session.last_seq:
+                del session.last_seq[conversation_id]
                 self.fanout.unsubscribe(conversation_id, session)
                 session.send(m.ConversationLeft(conversation_id=conversation_id))
         return info
@@ -380,9 +375,8 @@ class Server:
         # sessions: announcing them in latest_seq lets the client page them.
         latest = max(info.latest_seq, self.latest_published(cid))
         for session in self._ready_sessions(user_id):
-            if cid in session.conversations:
+            if cid in session.last_seq:
                 continue
-            session.conversations.add(cid)
             session.last_seq[cid] = latest
             self.fanout.subscribe(cid, session)
             view = MemberView(info=attrs.evolve(info, latest_seq=latest), read_seq=latest, unread=0)
@@ -435,7 +429,9 @@ class Server:
             info = await self.store.conversation(cid)
             if session.user_id not in info.members:
                 raise NotAMember(f"you are not a member of conversation {cid}")
-            session.conversations.add(cid)
+            # A membership the session did not hear of (made in the store directly):
+            # deliver from now on; what came before is history.
+            session.last_seq[cid] = max(info.latest_seq, self.latest_published(cid))
             self.fanout.subscribe(cid, session)
 
     async def handle(self, session: Session, request: m.ClientMessage) -> None:
@@ -529,6 +525,7 @@ class Server:
             return
         session.expires_at_ms = identity.expires_at_ms
         session.warned = False
+        session.due = trio.current_time()  # let the scheduler look at the new expiry
         session.fire(Event.TOKEN_REFRESHED)
         session.send(m.Ok(id=request.id))
 
@@ -559,12 +556,20 @@ class Server:
             wall_ms = self.wall_ms()
             self._sample_rates(now)
             for session in list(self.sessions.values()):
+                # Each session says when it next needs a look: most ticks touch no session
+                # (a ready one is due about once per heartbeat interval).
+                if now < session.due:
+                    continue
                 state = session.machine.state
                 if state in (State.AWAITING_HELLO, State.AUTHENTICATING):
                     if now >= session.hello_deadline:
                         session.fire(Event.HELLO_DEADLINE, detail="no hello in time")
+                    session.due = max(session.hello_deadline, now + tick)
                 elif state is State.READY:
                     self._tick(session, now, wall_ms, interval)
+                    session.due = self._next_due(session, now, wall_ms, interval)
+                else:
+                    session.due = now + interval  # closing: its close timeout ends it
             for (cid, user), deadline in list(self.typing.items()):
                 if now >= deadline:
                     self.set_typing(cid, user, active=False)
@@ -584,6 +589,17 @@ class Server:
             session.fire(Event.TOKEN_EXPIRING)
         elif now - session.last_ping >= interval:
             session.fire(Event.HEARTBEAT_TICK)
+
+    def _next_due(self, session: Session, now: float, wall_ms: int, interval: float) -> float:
+        """The earliest time any of a ready session's timers can fire."""
+        token_ms = session.expires_at_ms - wall_ms
+        if not session.warned:
+            token_ms -= self.settings.token_warning_ms
+        return min(
+            session.last_ping + interval,
+            session.ws.last_received + 3 * interval,
+            now + max(token_ms, 0) / 1000,
+        )
 
     def _timed(self, operation: str) -> Timer:
         return self.metrics.store_seconds.labels(operation).time()

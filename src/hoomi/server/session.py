@@ -10,6 +10,7 @@ An unexpected exception closes this connection with 1011 and never reaches the s
 from __future__ import annotations
 
 import secrets
+from collections.abc import KeysView
 from typing import TYPE_CHECKING
 
 import trio
@@ -49,30 +50,25 @@ class Session:
         "_tokens",
         "client",
         "connected_at",
-        "conversations",
         "counted_online",
+        "due",
         "expires_at_ms",
-        "hello_deadline",
         "id",
         "last_ping",
         "last_seq",
         "machine",
         "messages_in",
         "messages_out",
-        "remote",
         "server",
         "user_id",
         "warned",
         "ws",
     )
 
-    def __init__(
-        self, server: Server, ws: WebSocket, remote: str, *, accepted_at: float | None = None
-    ) -> None:
+    def __init__(self, server: Server, ws: WebSocket, *, accepted_at: float | None = None) -> None:
         self.id = "s_" + secrets.token_hex(8)
         self.server = server
         self.ws = ws
-        self.remote = remote
         self.machine = ConnectionState()
         self.user_id = ""
         self.client: m.ClientInfo | None = None
@@ -80,16 +76,16 @@ class Session:
         self.warned = False
         now = trio.current_time()
         self.connected_at = now if accepted_at is None else accepted_at
-        # One deadline from accept to welcome, the upgrade included (HOOMI-HELLO-4).
-        self.hello_deadline = self.connected_at + server.settings.hello_timeout_ms / 1000
+        self.due = self.hello_deadline  # when the server's scheduler next looks at it
         self.last_ping = now
-        self.conversations: set[str] = set()
         self.counted_online = False  # counted in the server's presence aggregate
+        # The conversations this session is subscribed to, with the last seq delivered in
+        # each (one dict for both: a set beside it would cost ~200 bytes per session).
         self.last_seq: dict[str, int] = {}
         self.messages_in = 0
         self.messages_out = 0
         # Live frames of conversations being replayed wait here (HOOMI-RESUME-2).
-        self._held: dict[str, list[tuple[int | None, bytes]]] = {}
+        self._held: dict[str, list[tuple[int | None, bytes]]] | None = None
         self._tokens = float(server.settings.rate_burst)
         self._refill_at = now
         self._refused_in_row = 0
@@ -98,6 +94,21 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.user_id or '-'} {self.machine.state.value}>"
+
+    @property
+    def hello_deadline(self) -> float:
+        """One deadline from accept to welcome, the upgrade included (HOOMI-HELLO-4)."""
+        return self.connected_at + self.server.settings.hello_timeout_ms / 1000
+
+    @property
+    def remote(self) -> str:
+        """The peer's address (asked of the socket: one string less per idle session)."""
+        return self.ws.peer()
+
+    @property
+    def conversations(self) -> KeysView[str]:
+        """The conversations this session is subscribed to."""
+        return self.last_seq.keys()
 
     def snapshot(self, *, detail: bool = False) -> dict[str, object]:
         """What operators see of this session (the admin API's session object)."""
@@ -142,7 +153,7 @@ class Session:
         """Fan-out's entry point: never blocks; keeps seq order and drops duplicates."""
         if self.machine.state is not State.READY:
             return
-        held = self._held.get(conversation_id)
+        held = self._held.get(conversation_id) if self._held else None
         if held is not None:
             if len(held) >= self.server.settings.outbox_size:
                 self.fire(Event.OUTBOX_FULL)
@@ -377,6 +388,7 @@ class Session:
             if epoch == self.server.membership_epoch:
                 break
         self.fire(Event.HELLO_ACCEPTED)
+        self.due = trio.current_time()  # heartbeat and token timers start now
         self._welcome(hello, views)
         await self._replay(hello, views)
 
@@ -384,7 +396,7 @@ class Session:
         settings = self.server.settings
         member_of = {view.info.conversation_id for view in views}
         wanted = {p.conversation_id for p in hello.resume or () if p.conversation_id in member_of}
-        self._held = {cid: [] for cid in wanted}
+        self._held = {cid: [] for cid in wanted} or None
         conversations = []
         for view in views:
             cid = view.info.conversation_id
@@ -416,7 +428,7 @@ class Session:
         replay_max = self.server.settings.replay_max
         for position in hello.resume or ():
             cid, after = position.conversation_id, position.after_seq
-            if cid not in self._held:
+            if not self._held or cid not in self._held:
                 continue
             latest = self.last_seq[cid]
             if latest - after > replay_max:
@@ -425,7 +437,7 @@ class Session:
                 page = await self.server.store.history(cid, after_seq=after, limit=latest - after)
                 if self.machine.state is not State.READY:
                     return
-                if cid not in self.conversations:  # removed meanwhile (HOOMI-CONV-3)
+                if cid not in self.last_seq:  # removed meanwhile (HOOMI-CONV-3)
                     self._held.pop(cid, None)
                     continue
                 for message in page.messages:
@@ -437,9 +449,9 @@ class Session:
                             await self.ws.flushed()
                         if self.machine.state is not State.READY:
                             return
-            held = self._held.pop(cid, None)
+            held = self._held.pop(cid, None) if self._held else None
             if held is None:
                 continue
             for seq, frame in held:
                 self.deliver(cid, seq, frame)
-        self._held.clear()
+        self._held = None

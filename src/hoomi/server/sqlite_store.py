@@ -391,8 +391,13 @@ class SqliteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for write in batch:
-                    write.result = self._savepoint(conn, write.fn)
+                if len(batch) == 1:
+                    # Alone in its transaction, a write needs no savepoint: its failure
+                    # rolls back just itself anyway.
+                    batch[0].result = self._alone(conn, batch[0].fn)
+                else:
+                    for write in batch:
+                        write.result = self._savepoint(conn, write.fn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -405,6 +410,21 @@ class SqliteStore:
                 write.result = outcome.Error(StoreUnavailable(f"sqlite write failed: {exc}"))
             return False
         return True
+
+    @staticmethod
+    def _alone(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> Any:
+        try:
+            return outcome.Value(fn(conn))
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")  # COMMIT follows: an empty transaction
+            return outcome.Error(StoreUnavailable(f"constraint failed: {exc}"))
+        except sqlite3.Error:
+            raise  # I/O error, disk full, corruption: the caller fails the batch
+        except Exception as exc:  # StoreError, or a bug confined to this write
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            return outcome.Error(exc)
 
     @staticmethod
     def _savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> Any:

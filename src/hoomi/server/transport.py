@@ -51,6 +51,7 @@ def text_frame(payload: bytes) -> bytes:
 
 
 _CLOSE_REASON_BYTES = 123  # a control frame holds 125 bytes, 2 of them the code
+_WRITE_BATCH = 256 * 1024  # bytes of queued frames joined into one write
 _MAX_FRAGMENTS = 1024  # per message: fragments cost memory even when empty
 _PINGS_PER_S, _PING_BURST = 5.0, 10.0  # pings answered per connection
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -394,6 +395,19 @@ class WebSocket:
         body = code.to_bytes(2, "big") + reason.encode()[:_CLOSE_REASON_BYTES]
         self._write(_control(0x88, body), bounded=False)
 
+    def peer(self) -> str:
+        """ "host:port" of the client, or "?" once the socket is gone."""
+        stream = self._stream
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        try:
+            if isinstance(stream, trio.SocketStream):
+                host, port = stream.socket.getpeername()[:2]
+                return f"{host}:{port}"
+        except OSError:
+            pass
+        return "?"
+
     @property
     def queued(self) -> int:
         return len(self._queue) if self._queue else 0
@@ -445,12 +459,22 @@ class WebSocket:
         try:
             while not self.broken and self._queue:
                 queue = self._queue  # `aclose` may drop `_queue` while we send
+                # What piled up goes out in one write (up to _WRITE_BATCH bytes), not one
+                # system call per frame.
+                count, size = 0, 0
+                for frame in queue:
+                    if count and size + len(frame) > _WRITE_BATCH:
+                        break
+                    count, size = count + 1, size + len(frame)
+                data = queue[0] if count == 1 else b"".join(queue[i] for i in range(count))
                 try:
-                    await self._stream.send_all(queue[0])
+                    await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.broken = True
                     break
-                self._queued_bytes -= len(queue.popleft())
+                for _ in range(count):
+                    queue.popleft()
+                self._queued_bytes -= size
         finally:
             self._queue = None  # drained, or the socket broke and nothing more can go
             self._queued_bytes = 0
