@@ -465,6 +465,11 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
         if png.exists():
             shutil.copyfile(png, images / png.name)
             out += [f"![{scenario}](benchmarks/{png.name})", ""]
+    # The optimization log and the analysis of misses are written by people, kept beside
+    # the harness, and carried into the generated page.
+    notes = pathlib.Path(__file__).with_name("NOTES.md")
+    if notes.exists():
+        out += [notes.read_text().rstrip(), ""]
     page.write_text("\n".join(out))
 
 
