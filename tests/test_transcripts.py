@@ -109,22 +109,12 @@ class InProcessBackend:
         return info.conversation_id
 
     async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> None:
-        running = self.running
         if kind == "system":
-            await running.server.post(conversation_id, text)
+            await self.running.server.post(conversation_id, text)
             return
-        # A user's message as if sent, minus the connection: the store's commit hook fans
-        # it out like any send (`Server.post` only stores system messages).
         assert sender is not None, "a user message needs a sender"
-        message_kind: Literal["user"] = "user"
-        await running.store.append(
-            conversation_id=conversation_id,
-            sender_id=sender,
-            client_msg_id=None,
-            text=text,
-            kind=message_kind,
-            now_ms=running.server.wall_ms(),
-        )
+        # A user's message as if sent, minus the connection: fanned out like any send.
+        await self.running.server.post(conversation_id, text, sender, kind="user")
 
     async def add_member(self, conversation_id: str, user: str) -> None:
         await self.running.server.add_member(conversation_id, user)

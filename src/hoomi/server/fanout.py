@@ -21,6 +21,9 @@ class Subscriber(Protocol):
     def deliver(self, conversation_id: str, seq: int | None, frame: bytes) -> None:
         """Queue `frame` (a `message` when `seq` is given); must not block or raise."""
 
+    def push(self, frame: bytes) -> None:
+        """Queue a frame that belongs to no conversation's sequence (e.g. presence)."""
+
 
 class Fanout(Protocol):
     def subscribe(self, conversation_id: str, subscriber: Subscriber) -> None: ...

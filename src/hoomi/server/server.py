@@ -6,9 +6,10 @@ Structure (every task has a parent):
            └─ connections ─┬─ accept loop (trio.serve_listeners), cancelled by `shutdown`
                            └─ one Session.run per connection, each in its own nursery
 
-`shutdown` (SIGTERM, SIGINT, or an operator's drain) stops accepting, closes every session
-with going_away after what is already queued, waits for them under the drain deadline and
-returns; the caller then closes the store. Acked messages are already durable.
+`drain` (an operator's) stops accepting and closes every session with going_away after what
+is already queued; the process keeps serving. `shutdown` (SIGTERM, SIGINT) drains, waits for
+the sessions under the drain deadline and returns; the caller then closes the store. Acked
+messages are already durable.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
+from typing import Literal
 
-import attrs
 import trio
 from prometheus_client.context_managers import Timer
 
@@ -254,7 +255,7 @@ class Server:
     ) -> None:
         frame = text_frame(encode_bytes(event))
         for subscriber in self.fanout.subscribers(conversations):
-            if subscriber.user_id != user and isinstance(subscriber, Session):
+            if subscriber.user_id != user:
                 subscriber.push(frame)
 
     def wall_ms(self) -> int:
@@ -356,15 +357,21 @@ class Server:
         return info
 
     async def post(
-        self, conversation_id: str, text: str, sender_id: str = "system"
+        self,
+        conversation_id: str,
+        text: str,
+        sender_id: str = "system",
+        *,
+        kind: Literal["user", "system"] = "system",
     ) -> m.ChatMessage:
-        """Store a `system` message; it is delivered like any message (HOOMI-CONV-4)."""
+        """Store a message as the backend (a `system` one by default, HOOMI-CONV-4) or for a
+        user; it is delivered like any message."""
         appended = await self.store.append(
             conversation_id=conversation_id,
             sender_id=sender_id,
             client_msg_id=None,
             text=text,
-            kind="system",
+            kind=kind,
             now_ms=self.wall_ms(),
         )
         return appended.message
@@ -379,7 +386,7 @@ class Server:
                 continue
             session.last_seq[cid] = latest
             self.fanout.subscribe(cid, session)
-            view = MemberView(info=attrs.evolve(info, latest_seq=latest), read_seq=latest, unread=0)
+            view = MemberView(info=info, read_seq=latest, unread=0)
             session.send(m.ConversationJoined(conversation=self.conversation_record(view, latest)))
 
     def _ready_sessions(self, user_id: str) -> list[Session]:

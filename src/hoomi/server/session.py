@@ -210,8 +210,6 @@ class Session:
         return transition
 
     def _close(self, code: CloseCode, detail: str) -> None:
-        # Going away delivers what is queued within the drain deadline (HOOMI-CLOSE-2);
-        # every other close gets the close timeout.
         self.server.metrics.closes.labels(str(code.value)).inc()
         if code is CloseCode.SLOW_CONSUMER:
             self.server.metrics.slow_consumers.inc()
@@ -220,6 +218,8 @@ class Session:
 
     def _arm_close_timeout(self, code: CloseCode | None = None) -> None:
         # The reader keeps reading until the peer answers the close, at most this long.
+        # Going away delivers what is queued within the drain deadline (HOOMI-CLOSE-2);
+        # every other close gets the close timeout.
         settings = self.server.settings
         wait_ms = (
             settings.drain_timeout_ms if code is CloseCode.GOING_AWAY else settings.close_timeout_ms
@@ -380,7 +380,7 @@ class Session:
         self.client = hello.client
         for _ in range(3):
             # A membership change while the store answered would be lost to this session
-            # (it is not subscribed yet): read again until none happened.
+            # (it is not subscribed yet): read again, a few times at most.
             epoch = self.server.membership_epoch
             views = await self.server.store.conversations_of(self.user_id)
             if self.machine.state is not State.AUTHENTICATING:
@@ -390,7 +390,7 @@ class Session:
         self.fire(Event.HELLO_ACCEPTED)
         self.due = trio.current_time()  # heartbeat and token timers start now
         self._welcome(hello, views)
-        await self._replay(hello, views)
+        await self._replay(hello)
 
     def _welcome(self, hello: m.Hello, views: list[MemberView]) -> None:
         settings = self.server.settings
@@ -412,7 +412,7 @@ class Session:
                 id=hello.id,
                 session_id=self.id,
                 user_id=self.user_id,
-                protocol="hoomi.v1",
+                protocol=SUBPROTOCOL,
                 spec_version=self.server.spec_version,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 token_expires_at=self.expires_at_ms,
@@ -423,7 +423,7 @@ class Session:
         logs.event("ready", session=self.id, user=self.user_id, remote=self.remote)
         self.server.notify("ready", self)
 
-    async def _replay(self, hello: m.Hello, views: list[MemberView]) -> None:
+    async def _replay(self, hello: m.Hello) -> None:
         """Replay missed messages per resume position, then release the held live frames."""
         replay_max = self.server.settings.replay_max
         for position in hello.resume or ():

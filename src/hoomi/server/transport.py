@@ -21,6 +21,7 @@ the session as a slow consumer).
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import re
 import struct
@@ -86,7 +87,6 @@ class Handshake:
     path: str
     origin: str | None
     subprotocols: tuple[str, ...]
-    user_agent: str | None
 
 
 @attrs.frozen
@@ -156,7 +156,7 @@ class WebSocket:
         *,
         max_frame_bytes: int,
         outbox_size: int,
-        outbox_bytes: int = 8 * 1024 * 1024,
+        outbox_bytes: int,
         raw_fd: int | None,
     ) -> None:
         self._stream = stream
@@ -218,12 +218,10 @@ class WebSocket:
                 if isinstance(event, Request):
                     headers = {k.decode("latin-1").lower(): v for k, v in event.extra_headers}
                     origin = headers.get("origin")
-                    agent = headers.get("user-agent")
                     handshake = Handshake(
                         path=event.target.split("?", 1)[0],
                         origin=origin.decode("latin-1") if origin is not None else None,
                         subprotocols=tuple(event.subprotocols),
-                        user_agent=agent.decode("latin-1") if agent is not None else None,
                     )
                     choice = choose(handshake)
                     if isinstance(choice, tuple):
@@ -396,7 +394,7 @@ class WebSocket:
         self._write(_control(0x88, body), bounded=False)
 
     def peer(self) -> str:
-        """ "host:port" of the client, or "?" once the socket is gone."""
+        """The client's address as "host:port", or "?" once the socket is gone."""
         stream = self._stream
         if isinstance(stream, trio.SSLStream):
             stream = stream.transport_stream
@@ -466,7 +464,7 @@ class WebSocket:
                     if count and size + len(frame) > _WRITE_BATCH:
                         break
                     count, size = count + 1, size + len(frame)
-                data = queue[0] if count == 1 else b"".join(queue[i] for i in range(count))
+                data = queue[0] if count == 1 else b"".join(itertools.islice(queue, count))
                 try:
                     await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
