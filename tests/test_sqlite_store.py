@@ -494,3 +494,37 @@ def test_property_seq_unread_idempotency(
             await store.aclose()
 
     trio.run(run)
+
+
+async def test_commit_window_shares_one_commit_and_idle_writes_go_at_once(
+    tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = SqliteStore(tmp_path / "w.db", commit_window_ms=1000)
+    await store.open()
+    try:
+        g = await group(store, "alice")  # a commit at t=0: the window runs to t=1
+        before = (store.commits, store.writes)
+        acked_at: list[float] = []
+
+        async def later(delay: float, i: int) -> None:
+            await trio.sleep(delay)
+            await send(store, g.conversation_id, "alice", cmid=f"k{i}")
+            acked_at.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(later, 0.1 * (i + 1), i)
+        assert (store.commits - before[0], store.writes - before[1]) == (1, 5)
+        assert min(acked_at) >= 1.0  # held to the window's end, then committed together
+
+        await trio.sleep(5)  # the store has been idle for longer than the window
+        start = trio.current_time()
+        await send(store, g.conversation_id, "alice", cmid="idle")
+        assert trio.current_time() == start  # not held
+    finally:
+        await store.aclose()
+
+
+def test_commit_window_must_not_be_negative(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="commit_window_ms"):
+        SqliteStore(tmp_path / "x.db", commit_window_ms=-1)

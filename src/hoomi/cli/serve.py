@@ -7,6 +7,7 @@ the options are generated from the settings class so that none can be forgotten.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import pathlib
 import secrets
@@ -137,8 +138,33 @@ def _verifier(settings: Settings) -> TokenVerifier:
     )
 
 
+def tune_gc() -> None:
+    """The collector policy of a server process (ADR 7).
+
+    Sessions are long-lived and leave no reference cycles, so full collections mostly
+    re-scan the same live objects: at 10k sessions one took 0.3-0.8 s, stalling every
+    connection. After each full collection, what it found alive is frozen (moved out of
+    the collector's view), so every object is scanned by at most one full collection;
+    objects freed by reference counting are freed whether frozen or not. A larger young
+    generation lets fewer short-lived objects survive into the old ones.
+    """
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+    gc.set_threshold(20_000, 20, 20)
+
+
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
+
+
 async def _run(settings: Settings, verifier: TokenVerifier, dev: bool) -> None:
-    store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
+    tune_gc()
+    store = SqliteStore(
+        settings.database,
+        synchronous=settings.sqlite_synchronous,
+        commit_window_ms=settings.sqlite_commit_window_ms,
+    )
     await store.open()
     try:
         server = Server(settings, store, LocalFanout(), verifier)

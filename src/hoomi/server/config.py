@@ -42,6 +42,10 @@ class Settings:
         default="full",
         metadata=_help("SQLite fsync policy: full survives power loss; normal only crashes."),
     )
+    sqlite_commit_window_ms: float = attrs.field(
+        default=2.0,
+        metadata=_help("At most one SQLite commit per this many ms; writes within share it."),
+    )
     jwt_secret: str | None = attrs.field(
         default=None, metadata=_help("HS256 shared secret for user tokens.")
     )
@@ -125,7 +129,13 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be greater than 0 (got {getattr(self, name)}).")
-        for name in ("replay_max", "token_warning_ms", "drain_timeout_ms", "jwt_leeway_s"):
+        for name in (
+            "replay_max",
+            "token_warning_ms",
+            "drain_timeout_ms",
+            "jwt_leeway_s",
+            "sqlite_commit_window_ms",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative (got {getattr(self, name)}).")
         for name in ("port", "admin_port"):

@@ -1,8 +1,10 @@
 """SQLite storage, the embedded default: `SqliteStore` implements `hoomi.server.store.Store`.
 
-Threads: nothing blocks the Trio loop. One writer connection is used by at most one worker
-thread at a time (`trio.to_thread.run_sync` behind a CapacityLimiter of 1); a small pool of
-read-only connections serves reads concurrently (WAL lets readers run beside the writer).
+Threads (ADR 7): reads run on the Trio loop, on one read-only connection: they are short,
+bounded index lookups, and in WAL mode a reader never waits for the writer, so a thread
+hand-off (which cost more here than the query) buys nothing. Writes run in a worker thread
+(`trio.to_thread.run_sync` behind a CapacityLimiter of 1), because a commit waits for fsync
+and `BEGIN IMMEDIATE` may wait `busy_timeout_ms` for another process's write lock.
 
 Group commit: every write (append, mark_read, create, membership) is queued. A caller that
 finds no batch in flight leads one: it runs up to `batch_max` queued writes in ONE
@@ -19,10 +21,11 @@ last commits, acked messages included.
 
 from __future__ import annotations
 
-import base64
 import collections
 import enum
+import math
 import os
+import random
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -96,12 +99,21 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _MSG_FIELDS = tuple(f.name for f in attrs.fields(ChatMessage))
 _MSG_COLS = ", ".join(_MSG_FIELDS)  # the columns of `messages` are ChatMessage's fields
 _MAX_SEQ = 2**63 - 1
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * len(_MSG_FIELDS))})"
+    " ON CONFLICT (conversation_id, sender_id, client_msg_id) DO NOTHING"
+)
+
+
+# Ids must be unique, not secret (they grant nothing): 80 bits from a generator seeded once
+# from the OS cost ~0.8 µs an id; a system call and base32 per id cost ~8 µs here.
+_ids = random.Random(secrets.token_bytes(32))
 
 
 def _new_id(prefix: str) -> str:
-    # 80 random bits as 16 lowercase base32 chars: URL-safe and within the ConversationId
-    # pattern ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$.
-    return prefix + base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
+    # 80 random bits as 20 hex digits: URL-safe and within the ConversationId pattern
+    # ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$.
+    return f"{prefix}{_ids.getrandbits(80):020x}"
 
 
 def _message(row: Sequence[Any]) -> ChatMessage:
@@ -172,11 +184,12 @@ class _Write(Generic[T]):
 class SqliteStore:
     """The `Store` on one SQLite database file (WAL mode; `:memory:` is not supported).
 
-    Bounded: at most `batch_max` writes per transaction, `readers` concurrent reads, one
-    writer thread; each statement waits at most `busy_timeout_ms` for a lock held by another
-    process. Raises `StoreUnavailable` for any SQLite failure (I/O error, disk full, lock
-    timeout) and when used before `open` or after `aclose`. `commits` and `writes` count
-    committed transactions and the writes they held (for tests and metrics).
+    Bounded: at most `batch_max` writes per transaction, at most one commit per
+    `commit_window_ms` while writes keep coming, one writer thread; each statement waits
+    at most `busy_timeout_ms` for a lock held by another process. Raises `StoreUnavailable`
+    for any SQLite failure (I/O error, disk full, lock timeout) and when used before `open`
+    or after `aclose`. `commits` and `writes` count committed transactions and the writes
+    they held (for tests and metrics).
     """
 
     def __init__(
@@ -184,23 +197,23 @@ class SqliteStore:
         path: str | os.PathLike[str],
         *,
         batch_max: int = 256,
+        commit_window_ms: float = 2.0,
         synchronous: Synchronous = "full",
         busy_timeout_ms: int = 5000,
-        readers: int = 4,
     ) -> None:
-        if batch_max < 1 or readers < 1 or busy_timeout_ms < 0:
-            raise ValueError("batch_max and readers must be >= 1, busy_timeout_ms >= 0")
+        if batch_max < 1 or busy_timeout_ms < 0 or commit_window_ms < 0:
+            raise ValueError("batch_max must be >= 1, busy_timeout_ms and commit_window_ms >= 0")
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self._path = os.fspath(path)
         self._batch_max = batch_max
+        self._window = commit_window_ms / 1000
+        self._last_batch = -math.inf  # trio.current_time() when the last batch started
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
-        self._readers = readers
         self._writer: sqlite3.Connection | None = None
-        self._idle: collections.deque[sqlite3.Connection] = collections.deque()
+        self._reader: sqlite3.Connection | None = None
         self._writer_limiter = trio.CapacityLimiter(1)
-        self._read_limiter = trio.CapacityLimiter(readers)
         self._queue: collections.deque[_Write[Any]] = collections.deque()
         self._batch_running = False
         self._batch_done = trio.Event()
@@ -240,8 +253,7 @@ class SqliteStore:
         try:
             self._writer = self._connect(writer=True)
             self._migrate(self._writer)
-            for _ in range(self._readers):
-                self._idle.append(self._connect(writer=False))
+            self._reader = self._connect(writer=False)
         except BaseException as exc:
             self._close_sync()
             if isinstance(exc, sqlite3.Error):
@@ -266,13 +278,13 @@ class SqliteStore:
             raise
 
     def _close_sync(self) -> None:
-        while self._idle:
-            self._idle.pop().close()
+        if self._reader is not None:
+            self._reader.close()
         if self._writer is not None:
             self._writer.close()
 
     async def aclose(self) -> None:
-        """Commit every queued write, wait for running reads, close. Idempotent.
+        """Commit every queued write, close. Idempotent.
 
         Shielded from cancellation (it must not leak connections); bounded by the queued
         writes (ceil(n / batch_max) commits) and `busy_timeout_ms` per commit.
@@ -288,11 +300,6 @@ class SqliteStore:
                         await self._batch_done.wait()
                     else:
                         await self._run_one_batch()
-                tokens = [object() for _ in range(self._readers)]
-                for token in tokens:  # holding every token means no read is running
-                    await self._read_limiter.acquire_on_behalf_of(token)
-                for token in tokens:
-                    self._read_limiter.release_on_behalf_of(token)
             finally:
                 await trio.to_thread.run_sync(self._close_sync)
                 self._closed.set()
@@ -309,11 +316,11 @@ class SqliteStore:
 
     # -- the two ways in: reads and (group-committed) writes --------------------------------
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # On the loop, with no await inside: reads never interleave on the one connection.
+        await trio.lowlevel.checkpoint()
         self._check_open()
-        return await trio.to_thread.run_sync(self._read_sync, fn, limiter=self._read_limiter)
-
-    def _read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._idle.pop()  # never empty: the limiter admits at most `readers` threads
+        conn = self._reader
+        assert conn is not None
         try:
             conn.execute("BEGIN")  # one snapshot for all the queries of this read
             try:
@@ -323,8 +330,6 @@ class SqliteStore:
                     conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite read failed: {exc}") from exc
-        finally:
-            self._idle.append(conn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Queue `fn` for the next batch and return its result once that batch committed.
@@ -352,10 +357,19 @@ class SqliteStore:
         # No checkpoint between the caller's `_batch_running` test and this line, so exactly
         # one task leads; the batch is FIFO, so the oldest writes commit first.
         self._batch_running = True
-        batch = [self._queue.popleft() for _ in range(min(self._batch_max, len(self._queue)))]
-        for write in batch:
-            write.state = _State.TAKEN
+        batch: list[_Write[Any]] = []
         try:
+            # At most one commit per window: under load, writes arriving within it share
+            # one commit (one thread hand-off, one fsync); a write finding the store idle
+            # for longer than the window commits at once. Nothing is taken yet, so a
+            # cancelled leader just withdraws its own write.
+            wait = self._last_batch + self._window - trio.current_time()
+            if wait > 0 and len(self._queue) < self._batch_max:
+                await trio.sleep(wait)
+            self._last_batch = trio.current_time()
+            batch = [self._queue.popleft() for _ in range(min(self._batch_max, len(self._queue)))]
+            for write in batch:
+                write.state = _State.TAKEN
             # Shielded: the thread cannot be interrupted anyway, and every waiter in the
             # batch depends on this task reporting the outcome.
             with trio.CancelScope(shield=True):
@@ -621,14 +635,6 @@ class SqliteStore:
             _, latest, read_seq = _membership(conn, conversation_id, sender_id)
             if kind == "user" and read_seq is None:
                 raise NotAMember(f"{sender_id!r} is not a member of {conversation_id!r}")
-            if client_msg_id is not None:
-                row = conn.execute(
-                    f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
-                    " AND sender_id = ? AND client_msg_id = ?",
-                    (conversation_id, sender_id, client_msg_id),
-                ).fetchone()
-                if row is not None:
-                    return Appended(message=_message(row), duplicate=True)
             message = ChatMessage(
                 conversation_id=conversation_id,
                 seq=latest + 1,  # under the write lock: gap-free, no other writer
@@ -639,10 +645,14 @@ class SqliteStore:
                 text=text,
                 sent_at=now_ms,
             )
-            conn.execute(
-                f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * len(_MSG_FIELDS))})",
-                attrs.astuple(message),
-            )
+            # The idempotency key decides in the same statement: a retry inserts nothing.
+            if not conn.execute(_INSERT_MESSAGE, attrs.astuple(message)).rowcount:
+                row = conn.execute(
+                    f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
+                    " AND sender_id = ? AND client_msg_id = ?",
+                    (conversation_id, sender_id, client_msg_id),
+                ).fetchone()
+                return Appended(message=_message(row), duplicate=True)
             conn.execute(
                 "UPDATE conversations SET latest_seq = ? WHERE id = ?",
                 (message.seq, conversation_id),
