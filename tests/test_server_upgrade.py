@@ -1,0 +1,118 @@
+"""The HTTP upgrade (RFC 6455 section 4.2.1) over a real socket: what is accepted, what is
+refused with which status, and that a refused or broken upgrade never harms the server."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import trio
+
+from harness import running_server
+from hoomi.server.transport import Handshake, accept_response, parse_upgrade
+
+GOOD = [
+    "GET / HTTP/1.1",
+    "Host: 127.0.0.1",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Protocol: hoomi.v1",
+]
+
+
+def request(*, drop: str = "", add: tuple[str, ...] = (), first: str | None = None) -> bytes:
+    lines = [line for line in GOOD if not (drop and line.startswith(drop))]
+    if first is not None:
+        lines[0] = first
+    return ("\r\n".join([*lines, *add]) + "\r\n\r\n").encode()
+
+
+async def exchange(port: int, raw: bytes) -> bytes:
+    """Send `raw`, return the response head and body (the server closes after a refusal)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(raw)
+        response = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in response or not response.startswith(b"HTTP/1.1 101"):
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                response += chunk
+    return response
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "says"),
+    [
+        (request(first="POST / HTTP/1.1"), 405, b"a WebSocket upgrade is a GET"),
+        (request(first="GET / HTTP/1.0"), 400, b"HTTP/1.1 request line"),
+        (request(first="GET /"), 400, b"HTTP/1.1 request line"),
+        (request(drop="Host"), 400, b"Host header"),
+        (request(add=("Host: again",)), 400, b"Host header"),
+        (request(drop="Upgrade"), 400, b"not a WebSocket upgrade"),
+        (request(drop="Connection"), 400, b"not a WebSocket upgrade"),
+        (request(drop="Sec-WebSocket-Version"), 426, b"Sec-WebSocket-Version: 13"),
+        (request(drop="Sec-WebSocket-Version", add=("Sec-WebSocket-Version: 8",)), 426, b"13"),
+        (request(drop="Sec-WebSocket-Key"), 400, b"Sec-WebSocket-Key"),
+        (request(drop="Sec-WebSocket-Key", add=("Sec-WebSocket-Key: c2hvcnQ=",)), 400, b"16"),
+        (request(drop="Sec-WebSocket-Key", add=("Sec-WebSocket-Key: !!",)), 400, b"16 bytes"),
+        (request(add=("Content-Length: 5",)), 400, b"no body"),
+        (request(add=("Transfer-Encoding: chunked",)), 400, b"no body"),
+        (request(add=("Bad Header: x",)), 400, b"malformed header"),
+        (request(add=("no colon",)), 400, b"malformed header"),
+        (request(add=("Origin: https://a", "Origin: https://b")), 400, b"one Origin"),
+        (request(first="GET /elsewhere HTTP/1.1"), 404, b"no WebSocket endpoint"),
+        (b"GET / HTTP/1.1\r\nX: " + b"y" * 20_000, 431, b"too large"),
+    ],
+)
+async def test_bad_upgrades_are_refused_with_a_status_and_a_reason(
+    tmp_path: pathlib.Path, raw: bytes, status: int, says: bytes
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        port = hoomi.server.ports[0]
+        response = await exchange(port, raw)
+        assert response.startswith(f"HTTP/1.1 {status} ".encode()), response
+        assert says in response
+        assert b"Connection: close" in response
+        assert (await exchange(port, request())).startswith(b"HTTP/1.1 101")  # still serving
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        request(),
+        request().replace(b"\r\n", b"\n"),  # bare LF line ends
+        request(drop="Connection", add=("Connection: keep-alive, Upgrade",)),
+        request(drop="Upgrade", add=("upgrade: WebSocket",)),  # names and tokens: any case
+        request(drop="Sec-WebSocket-Protocol", add=("Sec-WebSocket-Protocol: chat, hoomi.v1",)),
+        request(add=("Sec-WebSocket-Protocol: other",)),  # the protocol list spans headers
+        request(first="GET /?token=x HTTP/1.1"),  # the query is not part of the path
+    ],
+)
+async def test_good_upgrades_are_accepted_with_hoomi_v1(tmp_path: pathlib.Path, raw: bytes) -> None:
+    async with running_server(tmp_path) as hoomi:
+        response = await exchange(hoomi.server.ports[0], raw)
+    head = response.split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 101 Switching Protocols"
+    # RFC 6455 section 1.3's own example key and answer.
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    assert b"Sec-WebSocket-Protocol: hoomi.v1" in head
+
+
+def test_parse_upgrade_reads_path_origin_and_every_offered_subprotocol() -> None:
+    parsed = parse_upgrade(
+        request(
+            first="GET /ws?x=1 HTTP/1.1",
+            add=("Origin: https://app.example", "Sec-WebSocket-Protocol: a, , b"),
+        ).removesuffix(b"\r\n\r\n")
+    )
+    assert parsed == Handshake(
+        path="/ws",
+        origin="https://app.example",
+        subprotocols=("hoomi.v1", "a", "b"),
+        key=b"dGhlIHNhbXBsZSBub25jZQ==",
+    )
+    assert accept_response(parsed.key, None).count(b"Sec-WebSocket-Protocol") == 0
