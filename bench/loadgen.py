@@ -251,9 +251,13 @@ class Generator:
             if self.sources:
                 extra["local_addr"] = (self.sources[user % len(self.sources)], 0)
             headers = [("Sec-WebSocket-Protocol", "hoomi.v1")] if self.proto == "hoomi" else []
+            url = self.url
+            if self.proto != "hoomi" and self.conv_mode != "single":
+                # Peers have no conversations: the client names its room when it connects.
+                url += f"{'&' if '?' in url else '?'}room={self.conversation(user)}"
             try:
                 async with asyncio.timeout(HELLO_TIMEOUT_S):
-                    await ws_connect(lambda: client, self.url, extra_headers=headers, **extra)
+                    await ws_connect(lambda: client, url, extra_headers=headers, **extra)
                     ok = await client.ready
             except (OSError, TimeoutError, RuntimeError, ValueError):
                 ok = False

@@ -1,4 +1,5 @@
-"""python-socketio rooms on aiohttp: a `msg` event is emitted to everyone in one room.
+"""python-socketio rooms on aiohttp: a `msg` event is emitted to everyone in one room (or,
+with ``?room=NAME``, to the others in that room).
 
     python -m bench.peers.python_socketio_rooms PORT
 
@@ -9,6 +10,7 @@ persistence, no acks.
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from typing import Any
 
 import socketio
@@ -17,16 +19,31 @@ from aiohttp import web
 sio = socketio.AsyncServer(async_mode="aiohttp", transports=["websocket"])
 
 
+ROOM_OF: dict[str, str | None] = {}
+
+
 async def on_connect(sid: str, environ: dict[str, Any]) -> None:
-    await sio.enter_room(sid, "room")
+    # `?room=NAME`: relay to the others in that room; otherwise everyone is in one room.
+    room = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("room", [None])[0]
+    ROOM_OF[sid] = room
+    await sio.enter_room(sid, room or "room")
+
+
+async def on_disconnect(sid: str) -> None:
+    ROOM_OF.pop(sid, None)
 
 
 async def on_msg(sid: str, data: Any) -> None:
-    await sio.emit("msg", data, room="room")
+    room = ROOM_OF.get(sid)
+    if room is None:
+        await sio.emit("msg", data, room="room")
+    else:
+        await sio.emit("msg", data, room=room, skip_sid=sid)
 
 
 def main(port: int) -> None:
     sio.on("connect", on_connect)
+    sio.on("disconnect", on_disconnect)
     sio.on("msg", on_msg)
     app = web.Application()
     sio.attach(app)

@@ -1,4 +1,5 @@
-"""A minimal `websockets` (asyncio) broadcast server: every text frame goes to every client.
+"""A minimal `websockets` (asyncio) relay: every text frame goes to every client, or, for a
+client that connected with ``?room=NAME``, to the other clients of that room.
 
     python -m bench.peers.websockets_broadcast PORT
 
@@ -9,20 +10,30 @@ No auth, no persistence, no acks: a floor for what a Python WebSocket server cos
 from __future__ import annotations
 
 import asyncio
+import collections
 import sys
+import urllib.parse
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 CLIENTS: set[ServerConnection] = set()
+ROOMS: dict[str, set[ServerConnection]] = collections.defaultdict(set)
 
 
 async def handler(websocket: ServerConnection) -> None:
-    CLIENTS.add(websocket)
+    assert websocket.request is not None
+    query = urllib.parse.urlsplit(websocket.request.path).query
+    room = urllib.parse.parse_qs(query).get("room", [None])[0]
+    members = ROOMS[room] if room is not None else CLIENTS
+    members.add(websocket)
     try:
         async for message in websocket:
-            broadcast(CLIENTS, message)
+            if room is None:
+                broadcast(CLIENTS, message)
+            else:
+                broadcast([m for m in members if m is not websocket], message)
     finally:
-        CLIENTS.discard(websocket)
+        members.discard(websocket)
 
 
 async def main(port: int) -> None:

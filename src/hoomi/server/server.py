@@ -24,7 +24,15 @@ from typing import Literal
 import trio
 from prometheus_client.context_managers import Timer
 
-from hoomi.protocol import SPEC_VERSION, SUBPROTOCOL, ErrorCode, Event, State, encode_bytes
+from hoomi.protocol import (
+    SPEC_VERSION,
+    SUBPROTOCOL,
+    ErrorCode,
+    Event,
+    State,
+    encode_bytes,
+    warm_up,
+)
 from hoomi.protocol import messages as m
 
 from . import logs
@@ -93,6 +101,7 @@ class Server:
         self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen and serve until `shutdown`; reports itself (with `ports`) once listening."""
+        warm_up()  # the codec's one-time costs, before the first client rather than on it
         settings = self.settings
         tcp = await trio.open_tcp_listeners(settings.port, host=settings.host)
         self.ports = sorted({listener.socket.getsockname()[1] for listener in tcp})
