@@ -364,16 +364,14 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
                     title=f"durable sends: {r['max']['acked_per_s']:,.0f} acked/s (SQLite, fsync)",
                 )
         elif scenario == "chat":
-            r = servers.get("hoomi")
-            if r:
-                ax.bar(
-                    ["p50", "p99", "p99.9"], [r["p50_ms"] or 0, r["p99_ms"] or 0, r["p999_ms"] or 0]
-                )
-                ax.set(
-                    ylabel="end-to-end latency (ms)",
-                    title=f"chat: {r['users']:,} users, {r['rate_msgs']:,} msg/s, "
-                    f"{r['server_cpu_us_per_msg']:.0f} us server CPU/msg",
-                )
+            ax.bar(names, [servers[n]["server_cpu_us_per_msg"] for n in names])
+            ax.set_xticks(range(len(names)), names, rotation=15)
+            r = servers[names[0]]
+            ax.set(
+                ylabel="server CPU per message (us)",
+                title=f"chat: {r['users']:,} users, {r['rate_msgs']:,} msg/s "
+                "(Hoomi stores and acks; peers relay)",
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -438,10 +436,11 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
             "- The machine has 2 cores. At the top fan-out rates both cores are busy: core 0 "
             "with the server plus the kernel's loopback TCP work, core 1 with the load "
             "generator plus its share of the kernel's work. `core_busy_pct` in the JSON "
-            "shows both per step. Near the fan-out ceilings the load core is 85-98% busy too, "
-            "so ceilings above ~100k deliveries/s are bounded by this machine as much as by "
-            "the server; server CPU per delivery at the same rate (100 msg/s) does not depend "
-            "on that and is the fairer efficiency comparison.",
+            "shows both per step. Near the fan-out ceilings the load core is busy too, so "
+            "the ceilings are bounded by this machine as much as by the server; server CPU "
+            "per delivery at the same rate does not depend on that and is the fairer "
+            "efficiency comparison. The machine's speed varies from day to day (the same "
+            "peer's figures moved 2-3x between days), so compare within one run.",
             "",
             "Commands:",
             "",

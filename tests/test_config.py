@@ -39,6 +39,7 @@ def test_a_toml_file_is_read_and_overrides_win(tmp_path: pathlib.Path) -> None:
         ("port = [", "not valid TOML"),
         ("jwt_secret = 's'\nmax_frame_bytes = 10", "max_frame_bytes must be at least 1024"),
         ("jwt_secret = 's'\ntls_cert = 'a.pem'", "both tls_cert and tls_key"),
+        ("jwt_secret = 's'\nsqlite_commit_window_ms = -1", "sqlite_commit_window_ms must not"),
         ("", "No token key configured"),
     ],
 )
