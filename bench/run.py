@@ -226,25 +226,39 @@ def fanout(run: Run, name: str) -> dict[str, Any]:
             **usage,
         }
 
-    steps = []
-    for i, rate in enumerate(rates):
-        result = one(10 + i, rate, step_s)
+    def judged(step: int, rate: float) -> dict[str, Any]:
+        result = one(step, rate, step_s)
         result["ok"] = (
             result["delivered"] >= 0.99 * result["expected"]
             and (result["p99_ms"] or 1e9) <= 250
             and result["disconnected"] == 0
         )
-        steps.append(result)
         print(
-            f"  {name:16} {rate:5} msg/s -> {result['deliveries_per_s']:9,.0f} deliveries/s "
+            f"  {name:16} {rate:5g} msg/s -> {result['deliveries_per_s']:9,.0f} deliveries/s "
             f"p99 {result['p99_ms'] or 0:8.1f} ms  server {result['server_cpu_pct']:3.0f}% "
             f"load {result['load_cpu_pct']:3.0f}% cores "
             + "/".join(f"{c:.0f}" for c in result["core_busy_pct"])
             + f"%  {'ok' if result['ok'] else 'SATURATED'}",
             flush=True,
         )
-        if not result["ok"]:
+        return result
+
+    steps = []
+    for i, rate in enumerate(rates):
+        steps.append(judged(10 + i, rate))
+        if not steps[-1]["ok"]:
             break
+    # Two halvings between the last sustained rate and the first that was not, so that
+    # servers stopping at the same coarse step are told apart.
+    if steps and not steps[-1]["ok"] and not run.quick:
+        low = max((s["rate_msgs"] for s in steps if s["ok"]), default=0.0)
+        high = steps[-1]["rate_msgs"]
+        for j in range(2):
+            steps.append(judged(50 + j, (low + high) / 2))
+            low, high = (
+                (steps[-1]["rate_msgs"], high) if steps[-1]["ok"] else (low, steps[-1]["rate_msgs"])
+            )
+    steps.sort(key=lambda s: s["rate_msgs"])
     fixed = {}
     for step, rate in ((1, 5), (2, 20)):
         fixed[str(rate)] = one(step, rate, fixed_s)
