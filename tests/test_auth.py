@@ -309,3 +309,19 @@ def test_edge_cases_get_pyjwts_verdict() -> None:
     verdicts = {name: _verdict(verifier, token) for name, token in cases.items()}
     assert verdicts == {name: _pyjwt_verdict(token, **config) for name, token in cases.items()}
     assert [v.startswith("ok") for v in verdicts.values()] == [0, 0, 0, 1, 1, 0, 0]
+
+
+def test_a_public_key_as_the_hs256_secret_is_refused() -> None:
+    # An operator pasting the RSA public key as the shared secret would let anyone holding
+    # that public key sign tokens (algorithm confusion); PyJWT refuses such a secret too.
+    with pytest.raises(ValueError, match="PEM or SSH key"):
+        TokenVerifier(hs256_secret=_pem(RSA).decode())
+    with pytest.raises(ValueError, match="PEM or SSH key"):
+        TokenVerifier(hs256_secret="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI user@host")
+
+
+def test_numbers_out_of_range_are_refused_not_a_crash() -> None:
+    verifier = TokenVerifier(hs256_secret=SECRET)
+    for claims in ({"sub": "a", "exp": 1e308}, {"sub": "a", "exp": int(NOW) + 60, "nbf": 1e400}):
+        token = _sign(claims, "HS256", {})
+        assert _refused(verifier, token) is ErrorCode.UNAUTHORIZED

@@ -99,3 +99,11 @@ def test_public_key_files_configure_the_verifier(tmp_path: pathlib.Path) -> None
     assert verifier.verify(token, now_s=time.time()).user_id == "carol"
     with pytest.raises(ConfigError, match="Cannot read public key"):
         _verifier(load(None, {"jwt_public_key": [str(tmp_path / "missing.pem")]}))
+
+
+def test_hoomi_serve_refuses_a_public_key_as_the_shared_secret() -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----"
+    result = CliRunner().invoke(app, ["serve", "--jwt-secret", pem, "--port", "0"])
+    assert result.exit_code == 2
+    assert "Bad jwt_secret" in result.output
+    assert "Traceback" not in result.output

@@ -39,8 +39,13 @@ async def test_finished_sessions_leave_no_reference_cycles(
 
         async def session(i: int) -> None:
             client = await RawClient.open(port)
-            hello = {"type": "hello", "id": "h", "token": mint(f"u{i % 2}")}
-            await client.send_frame(1, orjson.dumps(hello))
+            ending = i % 4
+            token = mint(f"u{i % 2}") if ending != 3 else mint("u0", secret="x" * 40)
+            await client.send_frame(1, orjson.dumps({"type": "hello", "id": "h", "token": token}))
+            if ending == 3:  # a refused token ends the session from the server's side
+                assert await client.close_code() == 4001
+                await client.aclose()
+                return
             assert b'"welcome"' in (await client.next_frame())[1]
             send = {
                 "type": "send",
@@ -52,21 +57,28 @@ async def test_finished_sessions_leave_no_reference_cycles(
             await client.send_frame(1, orjson.dumps(send))
             while b'"ack"' not in (await client.next_frame())[1]:
                 pass
-            if i % 2:  # half say goodbye, half vanish
+            if ending == 1:  # says goodbye
                 await client.send_frame(8, (1000).to_bytes(2, "big"))
                 assert await client.close_code() == 1000
-            await client.aclose()
+            elif ending == 2:  # breaks the protocol: a binary frame
+                await client.send_frame(2, b"\x00")
+                assert await client.close_code() == 1003
+            await client.aclose()  # ending 0: just vanishes
 
-        for i in range(40):
+        for i in range(4):  # one of each first: one-time caches are not per-session garbage
+            await session(i)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        gc.collect()
+        for i in range(4, 44):
             await session(i)
         await trio.testing.wait_all_tasks_blocked(0.05)
         assert not hoomi.server.sessions
         gc.set_debug(gc.DEBUG_SAVEALL)  # keep what a collection finds, to look at it
         gc.collect()
-        ours = {type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("hoomi")}
-        assert ours == set()
+        kinds = sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage})
+        assert kinds == []
         page = await hoomi.store.history(group.conversation_id, limit=100)
-        assert len(page.messages) == 40  # the sessions really did their work
+        assert len(page.messages) == 33  # the sessions really did their work
 
 
 def test_tune_gc_freezes_what_a_full_collection_keeps() -> None:

@@ -61,11 +61,13 @@ async def exchange(port: int, raw: bytes) -> bytes:
         (request(drop="Sec-WebSocket-Key", add=("Sec-WebSocket-Key: !!",)), 400, b"16 bytes"),
         (request(add=("Content-Length: 5",)), 400, b"no body"),
         (request(add=("Transfer-Encoding: chunked",)), 400, b"no body"),
+        (request(add=("Content-Length: 0", "Content-Length: 5")), 400, b"no body"),
         (request(add=("Bad Header: x",)), 400, b"malformed header"),
         (request(add=("no colon",)), 400, b"malformed header"),
         (request(add=("Origin: https://a", "Origin: https://b")), 400, b"one Origin"),
         (request(first="GET /elsewhere HTTP/1.1"), 404, b"no WebSocket endpoint"),
         (b"GET / HTTP/1.1\r\nX: " + b"y" * 20_000, 431, b"too large"),
+        (request(add=("X: " + "y" * 20_000,)), 431, b"too large"),  # complete, but too large
     ],
 )
 async def test_bad_upgrades_are_refused_with_a_status_and_a_reason(
@@ -116,3 +118,14 @@ def test_parse_upgrade_reads_path_origin_and_every_offered_subprotocol() -> None
         key=b"dGhlIHNhbXBsZSBub25jZQ==",
     )
     assert accept_response(parsed.key, None).count(b"Sec-WebSocket-Protocol") == 0
+
+
+async def test_a_request_trickling_in_a_byte_at_a_time_is_accepted(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path) as hoomi:
+        stream = await trio.open_tcp_stream("127.0.0.1", hoomi.server.ports[0])
+        async with stream:
+            for byte in request():
+                await stream.send_all(bytes([byte]))
+            with trio.fail_after(5):
+                head = await stream.receive_some(1024)
+        assert head.startswith(b"HTTP/1.1 101 ")

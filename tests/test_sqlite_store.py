@@ -405,19 +405,69 @@ async def test_batch_max_bounds_a_transaction(tmp_path: pathlib.Path) -> None:
         await store.aclose()
 
 
-async def test_cancelled_queued_write_is_withdrawn(store: SqliteStore) -> None:
+async def test_cancelled_queued_write_is_withdrawn(tmp_path: pathlib.Path) -> None:
+    # No commit window: the first batch takes its writes at once and then parks on the
+    # writer's only thread token (held here), so the cancelled send below is surely still
+    # queued when it is cancelled.
+    store = SqliteStore(tmp_path / "c.db", commit_window_ms=0)
+    await store.open()
+    try:
+        g = await group(store, "alice")
+        async with trio.open_nursery() as nursery, store._writer_limiter:
+            for i in range(5):
+                nursery.start_soon(send, store, g.conversation_id, "alice", "keep", f"k{i}")
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await send(store, g.conversation_id, "alice", "gone", "cancelled")
+        page = await store.history(g.conversation_id, limit=100)
+        assert [m.text for m in page.messages] == ["keep"] * 5
+    finally:
+        await store.aclose()
+
+
+async def test_a_leader_cancelled_in_its_window_withdraws_only_its_own_write(
+    tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = SqliteStore(tmp_path / "w.db", commit_window_ms=1000)
+    await store.open()
+    try:
+        g = await group(store, "alice")  # a commit at t=0: the next waits until t=1
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(0.5):  # cancels the leader while it waits out the window
+                nursery.start_soon(send, store, g.conversation_id, "alice", "later", "k2")
+                await send(store, g.conversation_id, "alice", "gone", "k1")
+        page = await store.history(g.conversation_id, limit=100)
+        assert [(m.seq, m.text) for m in page.messages] == [(1, "later")]  # no gap
+    finally:
+        await store.aclose()
+
+
+async def test_aclose_commits_a_write_waiting_out_the_window(
+    tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "a.db"
+    store = SqliteStore(path, commit_window_ms=1000)
+    await store.open()
     g = await group(store, "alice")
-    # Holding the writer's only thread token parks the first batch before it starts, so
-    # the cancelled send below is surely still queued when it is cancelled.
-    async with trio.open_nursery() as nursery, store._writer_limiter:
-        for i in range(5):
-            nursery.start_soon(send, store, g.conversation_id, "alice", "keep", f"k{i}")
-        await trio.testing.wait_all_tasks_blocked()
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            await send(store, g.conversation_id, "alice", "gone", "cancelled")
-    page = await store.history(g.conversation_id, limit=100)
-    assert [m.text for m in page.messages] == ["keep"] * 5
+    results: list[Appended] = []
+
+    async def one() -> None:
+        results.append(await send(store, g.conversation_id, "alice", "kept", "k1"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()  # the write waits out the window
+        await store.aclose()
+    assert [r.message.seq for r in results] == [1]
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        assert [m.text for m in (await reopened.history(g.conversation_id, limit=9)).messages] == [
+            "kept"
+        ]
+    finally:
+        await reopened.aclose()
 
 
 async def test_aclose_commits_queued_writes(tmp_path: pathlib.Path) -> None:

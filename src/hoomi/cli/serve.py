@@ -129,13 +129,16 @@ def _verifier(settings: Settings) -> TokenVerifier:
         keys = load_public_keys(pems)
     except ValueError as error:
         raise ConfigError(f"Bad public key: {error}.") from None
-    return TokenVerifier(
-        hs256_secret=settings.jwt_secret,
-        public_keys=keys,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        leeway_s=settings.jwt_leeway_s,
-    )
+    try:
+        return TokenVerifier(
+            hs256_secret=settings.jwt_secret,
+            public_keys=keys,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_s=settings.jwt_leeway_s,
+        )
+    except ValueError as error:
+        raise ConfigError(f"Bad jwt_secret: {error}.") from None
 
 
 def tune_gc() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import Any, TypeGuard
 
 import attrs
 import jwt
+import jwt.utils
 import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -120,7 +122,13 @@ class TokenVerifier:
     ) -> None:
         self._keys = [_Key(alg, key) for alg, key in public_keys]
         if hs256_secret:
-            self._keys.append(_Key("HS256", hs256_secret.encode()))
+            secret = hs256_secret.encode()
+            if jwt.utils.is_pem_format(secret) or jwt.utils.is_ssh_key(secret):
+                # Anyone holding a public key could sign with it (algorithm confusion).
+                raise ValueError(
+                    "the HS256 secret looks like a PEM or SSH key; use a random secret"
+                )
+            self._keys.append(_Key("HS256", secret))
         if not self._keys:
             raise ValueError("no token key configured: give a HS256 secret or a public key")
         self._issuer = issuer
@@ -160,6 +168,8 @@ class TokenVerifier:
             raise _refused("token `sub` must be a user id of 1-128 characters")
         if not _number(exp) or (nbf is not None and not _number(nbf)):
             raise _refused("token `exp` must be a number, and `nbf` too if given")
+        if not math.isfinite(exp * 1000) or (nbf is not None and not math.isfinite(nbf)):
+            raise _refused("token `exp` or `nbf` is out of range")
         if self._issuer is not None and claims.get("iss") != self._issuer:
             raise _refused("token `iss` is not the configured issuer")
         if self._audience is not None:

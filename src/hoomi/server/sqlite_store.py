@@ -235,7 +235,10 @@ class SqliteStore:
         # worker threads differ between calls, but the limiters never share a connection.
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            # The read connection is used on the Trio loop: a lock it must wait for (WAL
+            # recovery, another process's exclusive lock) fails fast rather than stall it.
+            timeout = self._busy_timeout_ms if writer else min(self._busy_timeout_ms, 100)
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
             if writer:
@@ -320,7 +323,8 @@ class SqliteStore:
         await trio.lowlevel.checkpoint()
         self._check_open()
         conn = self._reader
-        assert conn is not None
+        if conn is None:
+            raise StoreUnavailable("the store is still opening")
         try:
             conn.execute("BEGIN")  # one snapshot for all the queries of this read
             try:

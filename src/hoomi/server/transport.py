@@ -137,7 +137,9 @@ def parse_upgrade(head: bytes) -> Handshake | Refusal:
         return Refusal(405, "a WebSocket upgrade is a GET", (("Allow", "GET"),))
     if b"host" not in single:
         return Refusal(400, "exactly one Host header is required")
-    if b"transfer-encoding" in headers or single.get(b"content-length", b"0") != b"0":
+    if b"transfer-encoding" in headers or any(
+        v != b"0" for v in headers.get(b"content-length", ())
+    ):
         return Refusal(400, "an upgrade request has no body")
     if b"websocket" not in _tokens(headers.get(b"upgrade")) or b"upgrade" not in _tokens(
         headers.get(b"connection")
@@ -281,25 +283,32 @@ class WebSocket:
         """Read the HTTP upgrade; `choose` returns the subprotocol to accept (None: accept
         without one) or an HTTP (status, reason) to refuse with. Returns None if the client
         went away or was refused."""
-        received = b""
-        while (head_end := _HEAD_END.search(received)) is None:
+        received = bytearray()
+        head_end = None
+        while head_end is None:
             if len(received) > _MAX_HEAD:
-                await self._send_all(Refusal(431, "request head too large").response())
-                return None
+                break
             try:
                 data = await self._stream.receive_some(_RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None  # reset during the upgrade (or a failed TLS handshake)
             if not data:
                 return None
+            # Search only the new bytes (and the 3 before, where a blank line may start):
+            # a head trickling in a byte at a time costs linear time, not quadratic.
+            start = max(0, len(received) - 3)
             received += data
-        request = parse_upgrade(received[: head_end.start()])
+            head_end = _HEAD_END.search(received, start)
+        if head_end is None or head_end.start() > _MAX_HEAD:
+            await self._send_all(Refusal(431, "request head too large").response())
+            return None
+        request = parse_upgrade(bytes(received[: head_end.start()]))
         if isinstance(request, Handshake):
             choice = choose(request)
             if not isinstance(choice, tuple):
                 # Clients should wait for the 101 before sending frames (RFC 6455 4.1), but
                 # bytes that came right behind the request (it has no body) are frames too.
-                self._buf = received[head_end.end() :]
+                self._buf = bytes(received[head_end.end() :])
                 await self._send_all(accept_response(request.key, choice))
                 return request
             request = Refusal(*choice)
