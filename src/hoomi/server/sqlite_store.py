@@ -232,7 +232,8 @@ class SqliteStore:
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False:
-        # worker threads differ between calls, but the limiters never share a connection.
+        # the writer is used by one worker thread at a time (its limiter), the reader only on
+        # the Trio loop, each opened and closed in a worker thread.
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             # The read connection is used on the Trio loop: a lock it must wait for (WAL
