@@ -65,6 +65,8 @@ async def exchange(port: int, raw: bytes) -> bytes:
         (request(add=("Bad Header: x",)), 400, b"malformed header"),
         (request(add=("no colon",)), 400, b"malformed header"),
         (request(add=("Origin: https://a", "Origin: https://b")), 400, b"one Origin"),
+        (request(add=("Origin: https://a\rX-Injected: 1",)), 400, b"control characters"),
+        (request(add=("X-Nul: a\x00b",)), 400, b"control characters"),
         (request(first="GET /elsewhere HTTP/1.1"), 404, b"no WebSocket endpoint"),
         (b"GET / HTTP/1.1\r\nX: " + b"y" * 20_000, 431, b"too large"),
         (request(add=("X: " + "y" * 20_000,)), 431, b"too large"),  # complete, but too large

@@ -138,11 +138,12 @@ class TokenVerifier:
     def verify(self, token: str, *, now_s: float) -> Identity:
         """The identity in `token` at time `now_s`; raises `TokenError`.
 
-        A compact JWS (RFC 7515) checked here rather than by PyJWT, which cost ~100 µs a
-        token here against ~13 µs (ADR 7): signatures are `hmac` and `cryptography`, the
-        header's `alg` only picks among the configured keys (each verifies one algorithm),
-        and a `crit` header is refused (no extension is understood). The test suite holds
-        this to PyJWT's verdict on generated and tampered tokens.
+        A compact JWS (RFC 7515) checked here rather than by PyJWT: 22-24 µs a token here
+        against 64-72 µs for PyJWT's decode alone in the same run (ADR 7). Signatures are
+        `hmac` and `cryptography`, the header's `alg` only picks among the configured keys
+        (each verifies one algorithm), and a `crit` header is refused (no extension is
+        understood). The test suite holds this to PyJWT's verdict on generated and tampered
+        tokens.
         """
         header_b64, _, rest = token.partition(".")
         payload_b64, _, signature_b64 = rest.partition(".")
