@@ -187,6 +187,28 @@ class Client:
         await self.ws._stream.aclose()
 
 
+UPGRADE_LINES = (
+    "GET / HTTP/1.1",
+    "Host: 127.0.0.1",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Protocol: hoomi.v1",
+)
+
+
+def upgrade_request(
+    *, drop: tuple[str, ...] = (), add: tuple[str, ...] = (), first: str | None = None
+) -> bytes:
+    """A WebSocket upgrade request: `UPGRADE_LINES` without the headers named in `drop`,
+    with `add` appended and `first` as the request line if given."""
+    lines = [line for line in UPGRADE_LINES if not line.startswith(drop)]
+    if first is not None:
+        lines[0] = first
+    return ("\r\n".join([*lines, *add]) + "\r\n\r\n").encode()
+
+
 class RawClient:
     """A hand-rolled WebSocket client for frames no library will send (bad UTF-8, broken
     framing) and for peers that go silent or vanish."""
@@ -198,12 +220,11 @@ class RawClient:
     @classmethod
     async def open(cls, port: int, subprotocol: str = "hoomi.v1") -> RawClient:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        request = (
-            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
+        await stream.send_all(
+            upgrade_request(
+                drop=("Sec-WebSocket-Protocol",), add=(f"Sec-WebSocket-Protocol: {subprotocol}",)
+            )
         )
-        await stream.send_all(request.encode())
         client = cls(stream)
         with trio.fail_after(5):
             while b"\r\n\r\n" not in client.buffer:
@@ -267,20 +288,12 @@ class RawClient:
 async def upgrade_status(port: int, *, path: str = "/", origin: str | None = None) -> int:
     """The HTTP status a WebSocket upgrade gets (raw: trio-websocket's client leaks its
     socket when an upgrade is refused)."""
-    lines = [
-        f"GET {path} HTTP/1.1",
-        "Host: 127.0.0.1",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        "Sec-WebSocket-Protocol: hoomi.v1",
-    ]
-    if origin is not None:
-        lines.append(f"Origin: {origin}")
+    request = upgrade_request(
+        first=f"GET {path} HTTP/1.1", add=(f"Origin: {origin}",) if origin is not None else ()
+    )
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await stream.send_all(request)
         with trio.fail_after(5):
             head = await stream.receive_some(1024)
     return int(bytes(head).split(b" ", 2)[1])

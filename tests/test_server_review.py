@@ -9,13 +9,7 @@ import orjson
 import trio
 import trio.lowlevel
 
-from harness import RawClient, Running, mint, running_server
-
-UPGRADE = (
-    "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    "Sec-WebSocket-Protocol: hoomi.v1\r\n\r\n"
-)
+from harness import RawClient, Running, mint, running_server, upgrade_request
 
 
 async def _alive(hoomi: Running) -> None:
@@ -34,9 +28,9 @@ async def test_nothing_before_the_session_exists_can_end_the_server(
         reset.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
         await reset.aclose()  # RST in the middle of the upgrade
         idna = await trio.open_tcp_stream("127.0.0.1", port)
-        await idna.send_all(UPGRADE.format(host="xn--zz").encode())
+        await idna.send_all(upgrade_request(drop=("Host",), add=("Host: xn--zz",)))
         lf_only = await trio.open_tcp_stream("127.0.0.1", port)
-        await lf_only.send_all(UPGRADE.format(host="x").replace("\r\n", "\n").encode())
+        await lf_only.send_all(upgrade_request().replace(b"\r\n", b"\n"))
         with trio.fail_after(5):
             assert (await lf_only.receive_some(12)).startswith(b"HTTP/1.1 101")
             assert await idle.receive_some(10) == b""  # closed at the hello deadline

@@ -8,25 +8,8 @@ import pathlib
 import pytest
 import trio
 
-from harness import running_server
+from harness import running_server, upgrade_request
 from hoomi.server.transport import Handshake, accept_response, parse_upgrade
-
-GOOD = [
-    "GET / HTTP/1.1",
-    "Host: 127.0.0.1",
-    "Upgrade: websocket",
-    "Connection: Upgrade",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Version: 13",
-    "Sec-WebSocket-Protocol: hoomi.v1",
-]
-
-
-def request(*, drop: str = "", add: tuple[str, ...] = (), first: str | None = None) -> bytes:
-    lines = [line for line in GOOD if not (drop and line.startswith(drop))]
-    if first is not None:
-        lines[0] = first
-    return ("\r\n".join([*lines, *add]) + "\r\n\r\n").encode()
 
 
 async def exchange(port: int, raw: bytes) -> bytes:
@@ -47,29 +30,45 @@ async def exchange(port: int, raw: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("raw", "status", "says"),
     [
-        (request(first="POST / HTTP/1.1"), 405, b"a WebSocket upgrade is a GET"),
-        (request(first="GET / HTTP/1.0"), 400, b"HTTP/1.1 request line"),
-        (request(first="GET /"), 400, b"HTTP/1.1 request line"),
-        (request(drop="Host"), 400, b"Host header"),
-        (request(add=("Host: again",)), 400, b"Host header"),
-        (request(drop="Upgrade"), 400, b"not a WebSocket upgrade"),
-        (request(drop="Connection"), 400, b"not a WebSocket upgrade"),
-        (request(drop="Sec-WebSocket-Version"), 426, b"Sec-WebSocket-Version: 13"),
-        (request(drop="Sec-WebSocket-Version", add=("Sec-WebSocket-Version: 8",)), 426, b"13"),
-        (request(drop="Sec-WebSocket-Key"), 400, b"Sec-WebSocket-Key"),
-        (request(drop="Sec-WebSocket-Key", add=("Sec-WebSocket-Key: c2hvcnQ=",)), 400, b"16"),
-        (request(drop="Sec-WebSocket-Key", add=("Sec-WebSocket-Key: !!",)), 400, b"16 bytes"),
-        (request(add=("Content-Length: 5",)), 400, b"no body"),
-        (request(add=("Transfer-Encoding: chunked",)), 400, b"no body"),
-        (request(add=("Content-Length: 0", "Content-Length: 5")), 400, b"no body"),
-        (request(add=("Bad Header: x",)), 400, b"malformed header"),
-        (request(add=("no colon",)), 400, b"malformed header"),
-        (request(add=("Origin: https://a", "Origin: https://b")), 400, b"one Origin"),
-        (request(add=("Origin: https://a\rX-Injected: 1",)), 400, b"control characters"),
-        (request(add=("X-Nul: a\x00b",)), 400, b"control characters"),
-        (request(first="GET /elsewhere HTTP/1.1"), 404, b"no WebSocket endpoint"),
+        (upgrade_request(first="POST / HTTP/1.1"), 405, b"a WebSocket upgrade is a GET"),
+        (upgrade_request(first="GET / HTTP/1.0"), 400, b"HTTP/1.1 request line"),
+        (upgrade_request(first="GET /"), 400, b"HTTP/1.1 request line"),
+        (upgrade_request(drop=("Host",)), 400, b"Host header"),
+        (upgrade_request(add=("Host: again",)), 400, b"Host header"),
+        (upgrade_request(drop=("Upgrade",)), 400, b"not a WebSocket upgrade"),
+        (upgrade_request(drop=("Connection",)), 400, b"not a WebSocket upgrade"),
+        (upgrade_request(drop=("Sec-WebSocket-Version",)), 426, b"Sec-WebSocket-Version: 13"),
+        (
+            upgrade_request(drop=("Sec-WebSocket-Version",), add=("Sec-WebSocket-Version: 8",)),
+            426,
+            b"13",
+        ),
+        (upgrade_request(drop=("Sec-WebSocket-Key",)), 400, b"Sec-WebSocket-Key"),
+        (
+            upgrade_request(drop=("Sec-WebSocket-Key",), add=("Sec-WebSocket-Key: c2hvcnQ=",)),
+            400,
+            b"16",
+        ),
+        (
+            upgrade_request(drop=("Sec-WebSocket-Key",), add=("Sec-WebSocket-Key: !!",)),
+            400,
+            b"16 bytes",
+        ),
+        (upgrade_request(add=("Content-Length: 5",)), 400, b"no body"),
+        (upgrade_request(add=("Transfer-Encoding: chunked",)), 400, b"no body"),
+        (upgrade_request(add=("Content-Length: 0", "Content-Length: 5")), 400, b"no body"),
+        (upgrade_request(add=("Bad Header: x",)), 400, b"malformed header"),
+        (upgrade_request(add=("no colon",)), 400, b"malformed header"),
+        (upgrade_request(add=("Origin: https://a", "Origin: https://b")), 400, b"one Origin"),
+        (upgrade_request(add=("Origin: https://a\rX-Injected: 1",)), 400, b"control characters"),
+        (upgrade_request(add=("X-Nul: a\x00b",)), 400, b"control characters"),
+        (upgrade_request(first="GET /elsewhere HTTP/1.1"), 404, b"no WebSocket endpoint"),
         (b"GET / HTTP/1.1\r\nX: " + b"y" * 20_000, 431, b"too large"),
-        (request(add=("X: " + "y" * 20_000,)), 431, b"too large"),  # complete, but too large
+        (
+            upgrade_request(add=("X: " + "y" * 20_000,)),
+            431,
+            b"too large",
+        ),  # complete, but too large
     ],
 )
 async def test_bad_upgrades_are_refused_with_a_status_and_a_reason(
@@ -81,19 +80,25 @@ async def test_bad_upgrades_are_refused_with_a_status_and_a_reason(
         assert response.startswith(f"HTTP/1.1 {status} ".encode()), response
         assert says in response
         assert b"Connection: close" in response
-        assert (await exchange(port, request())).startswith(b"HTTP/1.1 101")  # still serving
+        assert (await exchange(port, upgrade_request())).startswith(
+            b"HTTP/1.1 101"
+        )  # still serving
 
 
 @pytest.mark.parametrize(
     "raw",
     [
-        request(),
-        request().replace(b"\r\n", b"\n"),  # bare LF line ends
-        request(drop="Connection", add=("Connection: keep-alive, Upgrade",)),
-        request(drop="Upgrade", add=("upgrade: WebSocket",)),  # names and tokens: any case
-        request(drop="Sec-WebSocket-Protocol", add=("Sec-WebSocket-Protocol: chat, hoomi.v1",)),
-        request(add=("Sec-WebSocket-Protocol: other",)),  # the protocol list spans headers
-        request(first="GET /?token=x HTTP/1.1"),  # the query is not part of the path
+        upgrade_request(),
+        upgrade_request().replace(b"\r\n", b"\n"),  # bare LF line ends
+        upgrade_request(drop=("Connection",), add=("Connection: keep-alive, Upgrade",)),
+        upgrade_request(
+            drop=("Upgrade",), add=("upgrade: WebSocket",)
+        ),  # names and tokens: any case
+        upgrade_request(
+            drop=("Sec-WebSocket-Protocol",), add=("Sec-WebSocket-Protocol: chat, hoomi.v1",)
+        ),
+        upgrade_request(add=("Sec-WebSocket-Protocol: other",)),  # the protocol list spans headers
+        upgrade_request(first="GET /?token=x HTTP/1.1"),  # the query is not part of the path
     ],
 )
 async def test_good_upgrades_are_accepted_with_hoomi_v1(tmp_path: pathlib.Path, raw: bytes) -> None:
@@ -108,7 +113,7 @@ async def test_good_upgrades_are_accepted_with_hoomi_v1(tmp_path: pathlib.Path, 
 
 def test_parse_upgrade_reads_path_origin_and_every_offered_subprotocol() -> None:
     parsed = parse_upgrade(
-        request(
+        upgrade_request(
             first="GET /ws?x=1 HTTP/1.1",
             add=("Origin: https://app.example", "Sec-WebSocket-Protocol: a, , b"),
         ).removesuffix(b"\r\n\r\n")
@@ -126,7 +131,7 @@ async def test_a_request_trickling_in_a_byte_at_a_time_is_accepted(tmp_path: pat
     async with running_server(tmp_path) as hoomi:
         stream = await trio.open_tcp_stream("127.0.0.1", hoomi.server.ports[0])
         async with stream:
-            for byte in request():
+            for byte in upgrade_request():
                 await stream.send_all(bytes([byte]))
             with trio.fail_after(5):
                 head = await stream.receive_some(1024)

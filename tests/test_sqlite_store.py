@@ -38,6 +38,17 @@ async def store(tmp_path: pathlib.Path) -> AsyncIterator[SqliteStore]:
         await s.aclose()
 
 
+@pytest.fixture
+async def windowed(tmp_path: pathlib.Path) -> AsyncIterator[SqliteStore]:
+    """A store whose commit window is a whole second (for tests on a MockClock)."""
+    s = SqliteStore(tmp_path / "w.db", commit_window_ms=1000)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
 async def group(store: SqliteStore, *members: str) -> ConversationInfo:
     return await store.create_conversation(kind="group", members=members, title="g", now_ms=1)
 
@@ -427,20 +438,15 @@ async def test_cancelled_queued_write_is_withdrawn(tmp_path: pathlib.Path) -> No
 
 
 async def test_a_leader_cancelled_in_its_window_withdraws_only_its_own_write(
-    tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
+    windowed: SqliteStore, autojump_clock: trio.testing.MockClock
 ) -> None:
-    store = SqliteStore(tmp_path / "w.db", commit_window_ms=1000)
-    await store.open()
-    try:
-        g = await group(store, "alice")  # a commit at t=0: the next waits until t=1
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(0.5):  # cancels the leader while it waits out the window
-                nursery.start_soon(send, store, g.conversation_id, "alice", "later", "k2")
-                await send(store, g.conversation_id, "alice", "gone", "k1")
-        page = await store.history(g.conversation_id, limit=100)
-        assert [(m.seq, m.text) for m in page.messages] == [(1, "later")]  # no gap
-    finally:
-        await store.aclose()
+    g = await group(windowed, "alice")  # a commit at t=0: the next waits until t=1
+    async with trio.open_nursery() as nursery:
+        with trio.move_on_after(0.5):  # cancels the leader while it waits out the window
+            nursery.start_soon(send, windowed, g.conversation_id, "alice", "later", "k2")
+            await send(windowed, g.conversation_id, "alice", "gone", "k1")
+    page = await windowed.history(g.conversation_id, limit=100)
+    assert [(m.seq, m.text) for m in page.messages] == [(1, "later")]  # no gap
 
 
 async def test_aclose_commits_a_write_waiting_out_the_window(
@@ -547,32 +553,27 @@ def test_property_seq_unread_idempotency(
 
 
 async def test_commit_window_shares_one_commit_and_idle_writes_go_at_once(
-    tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
+    windowed: SqliteStore, autojump_clock: trio.testing.MockClock
 ) -> None:
-    store = SqliteStore(tmp_path / "w.db", commit_window_ms=1000)
-    await store.open()
-    try:
-        g = await group(store, "alice")  # a commit at t=0: the window runs to t=1
-        before = (store.commits, store.writes)
-        acked_at: list[float] = []
+    g = await group(windowed, "alice")  # a commit at t=0: the window runs to t=1
+    before = (windowed.commits, windowed.writes)
+    acked_at: list[float] = []
 
-        async def later(delay: float, i: int) -> None:
-            await trio.sleep(delay)
-            await send(store, g.conversation_id, "alice", cmid=f"k{i}")
-            acked_at.append(trio.current_time())
+    async def later(delay: float, i: int) -> None:
+        await trio.sleep(delay)
+        await send(windowed, g.conversation_id, "alice", cmid=f"k{i}")
+        acked_at.append(trio.current_time())
 
-        async with trio.open_nursery() as nursery:
-            for i in range(5):
-                nursery.start_soon(later, 0.1 * (i + 1), i)
-        assert (store.commits - before[0], store.writes - before[1]) == (1, 5)
-        assert min(acked_at) >= 1.0  # held to the window's end, then committed together
+    async with trio.open_nursery() as nursery:
+        for i in range(5):
+            nursery.start_soon(later, 0.1 * (i + 1), i)
+    assert (windowed.commits - before[0], windowed.writes - before[1]) == (1, 5)
+    assert min(acked_at) >= 1.0  # held to the window's end, then committed together
 
-        await trio.sleep(5)  # the store has been idle for longer than the window
-        start = trio.current_time()
-        await send(store, g.conversation_id, "alice", cmid="idle")
-        assert trio.current_time() == start  # not held
-    finally:
-        await store.aclose()
+    await trio.sleep(5)  # the store has been idle for longer than the window
+    start = trio.current_time()
+    await send(windowed, g.conversation_id, "alice", cmid="idle")
+    assert trio.current_time() == start  # not held
 
 
 def test_commit_window_must_not_be_negative(tmp_path: pathlib.Path) -> None:
