@@ -15,6 +15,7 @@ import os
 import pathlib
 import platform
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -78,6 +79,7 @@ class Run:
         self.procs = Processes()
         self.size: int = args.size
         self.profile: pathlib.Path | None = args.profile
+        self.observe: str | None = args.observe
         self.scenario = ""
 
     def start(self, name: str, database: pathlib.Path) -> Server:
@@ -85,7 +87,11 @@ class Run:
         return start_server(self.procs, name, cores=SERVER_CORES, database=database)
 
     def watch(self, server: Server) -> None:
-        """Under --profile, py-spy records Hoomi from now (the measured part) to its end."""
+        """Under --profile, py-spy records Hoomi from now (the measured part) to its end;
+        under --observe, that command does (perf stat, strace -c ...), stopped with SIGINT."""
+        if self.observe and server.peer.name == "hoomi":
+            command = shlex.split(self.observe.replace("{pid}", str(server.proc.pid)))
+            self.procs.add_observer(subprocess.Popen(command), signal.SIGINT)
         if self.profile is None or server.peer.name != "hoomi":
             return
         self.profile.mkdir(parents=True, exist_ok=True)
@@ -135,6 +141,7 @@ def _cpu_window(server: Server, gens: list[LoadGen]) -> Callable[[], dict[str, A
     t0 = time.monotonic()
     c0 = psutil.cpu_times(percpu=True)
     s0 = server.cpu_s()
+    k0 = server.ps.cpu_times().system
     g0 = [g.cpu_s() for g in gens]
 
     def done() -> dict[str, Any]:
@@ -147,6 +154,8 @@ def _cpu_window(server: Server, gens: list[LoadGen]) -> Callable[[], dict[str, A
         return {
             "core_busy_pct": busy,
             "server_cpu_pct": 100 * (server.cpu_s() - s0) / elapsed,
+            # The kernel's share of the server's CPU (system calls: socket I/O, fsync).
+            "server_sys_pct": 100 * (server.ps.cpu_times().system - k0) / elapsed,
             "load_cpu_pct": 100
             * sum(g.cpu_s() - c for g, c in zip(gens, g0, strict=True))
             / elapsed,
@@ -477,6 +486,12 @@ def main(argv: list[str] | None = None) -> None:
         "--profile",
         type=pathlib.Path,
         help="record the Hoomi server with py-spy (collapsed stacks) into this directory",
+    )
+    parser.add_argument(
+        "--observe",
+        metavar="COMMAND",
+        help="run COMMAND against the Hoomi server during the measured part, {pid} replaced "
+        "by its pid, e.g. 'perf stat -e raw_syscalls:sys_enter -p {pid}'",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNGs (no matplotlib)")
     args = parser.parse_args(argv)

@@ -43,6 +43,9 @@ PEERS: dict[str, Peer] = {
     ),
     "node-ws": Peer("node-ws", "raw", "relay only: no auth, no persistence, no acks"),
     "websockets": Peer("websockets", "raw", "relay only: no auth, no persistence, no acks"),
+    "trio-relay": Peer(
+        "trio-relay", "raw", "Hoomi's transport as a relay: no auth, no persistence, no acks"
+    ),
     "node-socketio": Peer("node-socketio", "sio", "rooms; no auth, no persistence, no acks"),
     "python-socketio": Peer(
         "python-socketio", "sio", "rooms (aiohttp); no auth, no persistence, no acks"
@@ -159,6 +162,8 @@ def start_server(
         ]
     elif name == "websockets":
         cmd = [python, "-m", "bench.peers.websockets_broadcast", str(port)]
+    elif name == "trio-relay":
+        cmd = [python, "-m", "bench.peers.trio_relay", str(port)]
     elif name == "python-socketio":
         cmd = [python, "-m", "bench.peers.python_socketio_rooms", str(port)]
     elif name == "node-ws":

@@ -123,6 +123,7 @@ def test_parse_upgrade_reads_path_origin_and_every_offered_subprotocol() -> None
         origin="https://app.example",
         subprotocols=("hoomi.v1", "a", "b"),
         key=b"dGhlIHNhbXBsZSBub25jZQ==",
+        query="x=1",
     )
     assert accept_response(parsed.key, None).count(b"Sec-WebSocket-Protocol") == 0
 

@@ -91,6 +91,7 @@ class Handshake:
     origin: str | None
     subprotocols: tuple[str, ...]
     key: bytes = b""  # Sec-WebSocket-Key, answered by `accept_response`
+    query: str = ""  # after the path's "?", if any
 
 
 @attrs.frozen
@@ -160,8 +161,10 @@ def parse_upgrade(head: bytes) -> Handshake | Refusal:
     origin = headers.get(b"origin")
     if origin is not None and len(origin) > 1:
         return Refusal(400, "at most one Origin header")
+    path, _, query = target.partition(b"?")
     return Handshake(
-        path=target.split(b"?", 1)[0].decode("latin-1"),
+        path=path.decode("latin-1"),
+        query=query.decode("latin-1"),
         origin=origin[0].decode("latin-1") if origin else None,
         subprotocols=tuple(
             v.strip(b" \t").decode("latin-1")
