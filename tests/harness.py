@@ -70,7 +70,11 @@ async def running_server(
     config = Settings(
         port=0, database=str(tmp_path / database), jwt_secret=SECRET, **settings
     ).check()
-    store = SqliteStore(config.database, synchronous="normal")
+    store = SqliteStore(
+        config.database,
+        synchronous="normal",
+        commit_window_ms=config.sqlite_commit_window_ms,
+    )
     await store.open()
     try:
         server = Server(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 from harness import running_server
 
@@ -70,3 +71,37 @@ async def test_presence_aggregates_over_a_users_sessions(tmp_path: pathlib.Path)
         assert (offline["user_id"], offline["status"]) == ("alice", "offline")
         query = await bob.request("presence_query", user_ids=["alice"])
         assert query["users"][0]["last_seen"] == offline["last_seen"]
+
+
+async def test_replies_overtake_an_ack_waiting_for_its_commit(tmp_path: pathlib.Path) -> None:
+    # HOOMI-REQ-3: an ack waits for durable storage, later replies need not. A long commit
+    # window holds the sends after the conversation's creation, so the ping is answered
+    # while they wait; the acks then come in the order of the sends, with gap-free seqs.
+    async with running_server(tmp_path, sqlite_commit_window_ms=1000) as hoomi:
+        group = await hoomi.store.create_conversation(
+            kind="group", members=["alice"], title="notes", now_ms=0
+        )
+        alice = await hoomi.connect("alice")
+        cid = group.conversation_id
+        for i in range(3):
+            await alice.send(
+                {
+                    "type": "send",
+                    "id": f"s{i}",
+                    "conversation_id": cid,
+                    "client_msg_id": f"k{i}",
+                    "text": f"m{i}",
+                }
+            )
+        await alice.send({"type": "ping", "id": "p"})
+        replies: list[dict[str, Any]] = []
+        while len(replies) < 4:
+            frame = await alice.recv()
+            if frame["type"] != "message":  # her own messages' events: their order is open
+                replies.append(frame)
+        assert replies[0]["type"] == "pong", replies
+        assert [(f["type"], f["id"], f["seq"]) for f in replies[1:]] == [
+            ("ack", "s0", 1),
+            ("ack", "s1", 2),
+            ("ack", "s2", 3),
+        ]

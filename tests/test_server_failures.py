@@ -67,3 +67,30 @@ async def test_unreachable_storage_is_unavailable_with_retry_after(
         assert (reply["type"], reply["code"]) == ("error", "unavailable")
         assert reply["retry_after_ms"] > 0
         assert (await alice.request("ping"))["type"] == "pong"
+
+
+async def test_a_send_refused_by_storage_gets_its_error_after_the_commit(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Removed in the store behind the server's back, alice's session still lists the group:
+    # the store decides `forbidden` in the writer thread, and the error reaches her in the
+    # ack's place; the next send in the same batch is not affected.
+    async with running_server(tmp_path) as hoomi:
+        group = await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
+        other = await hoomi.server.create_conversation(kind="group", members=["alice"])
+        alice = await hoomi.connect("alice")
+        await hoomi.store.remove_member(group.conversation_id, "alice")
+        for rid, cid in (("refused", group.conversation_id), ("kept", other.conversation_id)):
+            await alice.send(
+                {
+                    "type": "send",
+                    "id": rid,
+                    "conversation_id": cid,
+                    "client_msg_id": rid,
+                    "text": "x",
+                }
+            )
+        refused = await alice.expect("error", skip=("message",))
+        assert (refused["id"], refused["code"]) == ("refused", "forbidden")
+        kept = await alice.expect("ack", skip=("message",))
+        assert (kept["id"], kept["seq"]) == ("kept", 1)

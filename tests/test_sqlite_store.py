@@ -6,6 +6,7 @@ import pathlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Literal
 
 import pytest
@@ -13,6 +14,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from outcome import Outcome
 
 from hoomi.server.sqlite_store import SCHEMA_VERSION, SqliteStore
 from hoomi.server.store import (
@@ -40,7 +42,7 @@ async def store(tmp_path: pathlib.Path) -> AsyncIterator[SqliteStore]:
 
 @pytest.fixture
 async def windowed(tmp_path: pathlib.Path) -> AsyncIterator[SqliteStore]:
-    """A store whose commit window is a whole second (for tests on a MockClock)."""
+    """A store whose commit window is a whole second."""
     s = SqliteStore(tmp_path / "w.db", commit_window_ms=1000)
     await s.open()
     try:
@@ -416,44 +418,33 @@ async def test_batch_max_bounds_a_transaction(tmp_path: pathlib.Path) -> None:
         await store.aclose()
 
 
-async def test_cancelled_queued_write_is_withdrawn(tmp_path: pathlib.Path) -> None:
-    # No commit window: the first batch takes its writes at once and then parks on the
-    # writer's only thread token (held here), so the cancelled send below is surely still
-    # queued when it is cancelled.
-    store = SqliteStore(tmp_path / "c.db", commit_window_ms=0)
+async def test_a_write_cancelled_while_queued_is_withdrawn(tmp_path: pathlib.Path) -> None:
+    # A long window holds every write after the first commit in the queue, so the cancelled
+    # send is surely still queued when it is cancelled; aclose then ends the window.
+    path = tmp_path / "c.db"
+    store = SqliteStore(path, commit_window_ms=60_000)
     await store.open()
-    try:
-        g = await group(store, "alice")
-        async with trio.open_nursery() as nursery, store._writer_limiter:
-            for i in range(5):
-                nursery.start_soon(send, store, g.conversation_id, "alice", "keep", f"k{i}")
-            await trio.testing.wait_all_tasks_blocked()
-            with trio.CancelScope() as scope:
-                scope.cancel()
-                await send(store, g.conversation_id, "alice", "gone", "cancelled")
-        page = await store.history(g.conversation_id, limit=100)
-        assert [m.text for m in page.messages] == ["keep"] * 5
-    finally:
-        await store.aclose()
-
-
-async def test_a_leader_cancelled_in_its_window_withdraws_only_its_own_write(
-    windowed: SqliteStore, autojump_clock: trio.testing.MockClock
-) -> None:
-    g = await group(windowed, "alice")  # a commit at t=0: the next waits until t=1
+    g = await group(store, "alice")  # a commit now: the next one waits out the window
     async with trio.open_nursery() as nursery:
-        with trio.move_on_after(0.5):  # cancels the leader while it waits out the window
-            nursery.start_soon(send, windowed, g.conversation_id, "alice", "later", "k2")
-            await send(windowed, g.conversation_id, "alice", "gone", "k1")
-    page = await windowed.history(g.conversation_id, limit=100)
-    assert [(m.seq, m.text) for m in page.messages] == [(1, "later")]  # no gap
+        for i in range(5):
+            nursery.start_soon(send, store, g.conversation_id, "alice", "keep", f"k{i}")
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await send(store, g.conversation_id, "alice", "gone", "cancelled")
+        nursery.start_soon(store.aclose)
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        page = await reopened.history(g.conversation_id, limit=100)
+        assert [(m.seq, m.text) for m in page.messages] == [(i, "keep") for i in range(1, 6)]
+    finally:
+        await reopened.aclose()
 
 
-async def test_aclose_commits_a_write_waiting_out_the_window(
-    tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_aclose_commits_a_write_waiting_out_the_window(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "a.db"
-    store = SqliteStore(path, commit_window_ms=1000)
+    store = SqliteStore(path, commit_window_ms=60_000)
     await store.open()
     g = await group(store, "alice")
     results: list[Appended] = []
@@ -553,27 +544,126 @@ def test_property_seq_unread_idempotency(
 
 
 async def test_commit_window_shares_one_commit_and_idle_writes_go_at_once(
-    windowed: SqliteStore, autojump_clock: trio.testing.MockClock
+    windowed: SqliteStore,
 ) -> None:
-    g = await group(windowed, "alice")  # a commit at t=0: the window runs to t=1
+    g = await group(windowed, "alice")  # a commit now: the window runs for a second
+    committed_at = trio.current_time()
     before = (windowed.commits, windowed.writes)
     acked_at: list[float] = []
 
-    async def later(delay: float, i: int) -> None:
-        await trio.sleep(delay)
+    async def one(i: int) -> None:
         await send(windowed, g.conversation_id, "alice", cmid=f"k{i}")
         acked_at.append(trio.current_time())
 
     async with trio.open_nursery() as nursery:
         for i in range(5):
-            nursery.start_soon(later, 0.1 * (i + 1), i)
+            nursery.start_soon(one, i)
     assert (windowed.commits - before[0], windowed.writes - before[1]) == (1, 5)
-    assert min(acked_at) >= 1.0  # held to the window's end, then committed together
+    # Held to the window's end (which began just before `group` returned), then together.
+    assert min(acked_at) - committed_at >= 0.5
 
-    await trio.sleep(5)  # the store has been idle for longer than the window
+    await trio.sleep(1.05)  # the store has been idle for longer than the window
     start = trio.current_time()
     await send(windowed, g.conversation_id, "alice", cmid="idle")
-    assert trio.current_time() == start  # not held
+    assert trio.current_time() - start < 0.5  # not held: a commit takes milliseconds
+
+
+async def test_append_soon_reports_after_fan_out_in_queue_order(store: SqliteStore) -> None:
+    g = await group(store, "alice")
+    seen: list[object] = []
+    store.on_commit = lambda messages: seen.append([m.seq for m in messages])
+    finished = trio.Event()
+
+    def done(i: int, result: Outcome[Appended]) -> None:
+        seen.append((i, result.unwrap().message.seq))
+        if i == 2:
+            finished.set()
+
+    for i in range(3):
+        await store.append_soon(
+            conversation_id=g.conversation_id,
+            sender_id="alice",
+            client_msg_id=f"k{i}",
+            text="hi",
+            kind="user",
+            now_ms=1000,
+            done=partial(done, i),
+        )
+    with trio.fail_after(10):
+        await finished.wait()
+    fanned_out = [x for x in seen if isinstance(x, list)]
+    acked = [x for x in seen if isinstance(x, tuple)]
+    assert sorted(s for batch in fanned_out for s in batch) == [1, 2, 3]
+    assert acked == [(0, 1), (1, 2), (2, 3)]
+    for i, seq in acked:  # each message was handed to fan-out before its callback ran
+        assert any(seq in x for x in seen[: seen.index((i, seq))] if isinstance(x, list))
+
+
+async def test_append_soon_failures_and_a_failing_callback_reach_only_their_own(
+    store: SqliteStore,
+) -> None:
+    g = await group(store, "alice")
+    results: list[Outcome[Appended]] = []
+    finished = trio.Event()
+
+    def broken(_: Outcome[Appended]) -> None:
+        raise RuntimeError("a bug in one caller")
+
+    def last(result: Outcome[Appended]) -> None:
+        results.append(result)
+        finished.set()
+
+    for sender, done in (("mallory", results.append), ("alice", broken), ("alice", last)):
+        await store.append_soon(
+            conversation_id=g.conversation_id,
+            sender_id=sender,
+            client_msg_id=None,
+            text="hi",
+            kind="user",
+            now_ms=1000,
+            done=done,
+        )
+    with trio.fail_after(10):
+        await finished.wait()
+    refused, stored = results
+    with pytest.raises(NotAMember):
+        refused.unwrap()
+    assert stored.unwrap().message.seq == 2  # the broken callback's message was stored too
+
+
+async def test_append_soon_waits_for_room_in_a_full_queue(tmp_path: pathlib.Path) -> None:
+    store = SqliteStore(tmp_path / "full.db", backlog_max=2, commit_window_ms=60_000)
+    await store.open()
+    g = await group(store, "alice")  # a commit now: the queue fills during the window
+    queued: list[int] = []
+    refused: list[int] = []
+    results: list[Outcome[Appended]] = []
+
+    async def one(i: int) -> None:
+        try:
+            await store.append_soon(
+                conversation_id=g.conversation_id,
+                sender_id="alice",
+                client_msg_id=f"k{i}",
+                text="hi",
+                kind="user",
+                now_ms=1000,
+                done=results.append,
+            )
+        except StoreUnavailable:
+            refused.append(i)
+        else:
+            queued.append(i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(one, i)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(queued) == 2  # the third waits for room
+        # Closing ends the window: the two queued commit; the waiting one is refused.
+        nursery.start_soon(store.aclose)
+    assert (len(queued), len(refused)) == (2, 1)  # which task waited is Trio's choice
+    assert [r.unwrap().message.seq for r in results] == [1, 2]
 
 
 def test_commit_window_must_not_be_negative(tmp_path: pathlib.Path) -> None:

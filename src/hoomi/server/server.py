@@ -22,6 +22,7 @@ from functools import partial
 from typing import Literal
 
 import trio
+from outcome import Outcome
 from prometheus_client.context_managers import Timer
 
 from hoomi.protocol import (
@@ -41,7 +42,14 @@ from .config import Settings
 from .fanout import Fanout
 from .metrics import Metrics
 from .session import Session
-from .store import ConversationInfo, ConversationKind, MemberView, NotAMember, Store
+from .store import (
+    Appended,
+    ConversationInfo,
+    ConversationKind,
+    MemberView,
+    NotAMember,
+    Store,
+)
 from .transport import Handshake, WebSocket, text_frame
 
 PRE_WELCOME_FRAME_BYTES = 16384
@@ -89,6 +97,7 @@ class Server:
         self.ports: list[int] = []
         self.draining = False
         self.metrics = Metrics()
+        self._append_seconds = self.metrics.store_seconds.labels("append")
         self.started_at = wall_clock()
         self._watchers: dict[trio.MemorySendChannel[dict[str, object]], int] = {}
         self._accepting = trio.CancelScope()
@@ -463,26 +472,16 @@ class Server:
                 )
                 return
             await self._member(session, request.conversation_id)
-            with self._timed("append"):
-                appended = await self.store.append(
-                    conversation_id=request.conversation_id,
-                    sender_id=user,
-                    client_msg_id=request.client_msg_id,
-                    text=request.text,
-                    kind="user",
-                    now_ms=self.wall_ms(),
-                )
-            stored = appended.message
-            self.set_typing(request.conversation_id, user, active=False)
-            session.send(
-                m.Ack(
-                    id=request.id,
-                    conversation_id=stored.conversation_id,
-                    client_msg_id=request.client_msg_id,
-                    message_id=stored.message_id,
-                    seq=stored.seq,
-                    sent_at=stored.sent_at,
-                )
+            # The reader goes on while the message commits: its ack (or error) is sent by
+            # `_stored`, and later requests' replies may overtake it (HOOMI-REQ-3).
+            await self.store.append_soon(
+                conversation_id=request.conversation_id,
+                sender_id=user,
+                client_msg_id=request.client_msg_id,
+                text=request.text,
+                kind="user",
+                now_ms=self.wall_ms(),
+                done=partial(self._stored, session, request, time.perf_counter()),
             )
         elif isinstance(request, m.History):
             await self._member(session, request.conversation_id)
@@ -528,6 +527,30 @@ class Server:
             contacts = await self.store.shared_contacts(user)
             users = tuple(self.presence_of(u) for u in request.user_ids if u in contacts)
             session.send(m.PresenceResult(id=request.id, users=users))
+
+    def _stored(
+        self, session: Session, request: m.Send, queued_at: float, result: Outcome[Appended]
+    ) -> None:
+        """A queued send has committed (or failed): ack it to its session, if still there."""
+        self._append_seconds.observe(time.perf_counter() - queued_at)
+        if session.machine.state is not State.READY:
+            return  # gone: as with a lost ack, a retry with the same client_msg_id is safe
+        try:
+            stored = result.unwrap().message
+        except Exception as exc:
+            session.refuse(request, exc)
+            return
+        self.set_typing(stored.conversation_id, session.user_id, active=False)
+        session.send(
+            m.Ack(
+                id=request.id,
+                conversation_id=stored.conversation_id,
+                client_msg_id=request.client_msg_id,
+                message_id=stored.message_id,
+                seq=stored.seq,
+                sent_at=stored.sent_at,
+            )
+        )
 
     def _refresh(self, session: Session, request: m.Refresh) -> None:
         try:

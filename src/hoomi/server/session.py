@@ -52,6 +52,7 @@ class Session:
         "connected_at",
         "counted_online",
         "due",
+        "exp_seq",
         "expires_at_ms",
         "id",
         "last_ping",
@@ -296,22 +297,24 @@ class Session:
             return  # a request before hello: the table closed the connection
         try:
             await self.server.handle(self, message)
-        except (ConversationNotFound, NotAMember) as exc:
-            code = (
-                ErrorCode.NOT_FOUND
-                if isinstance(exc, ConversationNotFound)
-                else ErrorCode.FORBIDDEN
-            )
-            self.reply_error(message.id, code, str(exc))
-        except StoreUnavailable as exc:
+        except Exception as exc:
+            self.refuse(message, exc)
+
+    def refuse(self, request: m.ClientMessage, exc: Exception) -> None:
+        """Reply to a request that failed with `exc`: one request failed, not the
+        connection (HOOMI-ERR-3). Call it in the `except` block that caught `exc`."""
+        if isinstance(exc, ConversationNotFound):
+            self.reply_error(request.id, ErrorCode.NOT_FOUND, str(exc))
+        elif isinstance(exc, NotAMember):
+            self.reply_error(request.id, ErrorCode.FORBIDDEN, str(exc))
+        elif isinstance(exc, StoreUnavailable):
             logs.event("store_unavailable", session=self.id, error=str(exc))
             self.reply_error(
-                message.id, ErrorCode.UNAVAILABLE, "storage is unavailable", retry_after_ms=1000
+                request.id, ErrorCode.UNAVAILABLE, "storage is unavailable", retry_after_ms=1000
             )
-        except Exception:
-            # One request failed, not the connection (HOOMI-ERR-3): say so and go on.
-            logs.failure("request_failed", session=self.id, user=self.user_id, type=message.TYPE)
-            self.reply_error(message.id, ErrorCode.INTERNAL, "the server failed on this request")
+        else:
+            logs.failure("request_failed", session=self.id, user=self.user_id, type=request.TYPE)
+            self.reply_error(request.id, ErrorCode.INTERNAL, "the server failed on this request")
 
     def reply_error(
         self,

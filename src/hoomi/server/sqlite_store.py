@@ -1,17 +1,20 @@
 """SQLite storage, the embedded default: `SqliteStore` implements `hoomi.server.store.Store`.
 
-Threads (ADR 7): reads run on the Trio loop, on one read-only connection: they are short,
-bounded index lookups, and in WAL mode a reader never waits for the writer, so a thread
-hand-off (which cost more here than the query) buys nothing. Writes run in a worker thread
-(`trio.to_thread.run_sync` behind a CapacityLimiter of 1), because a commit waits for fsync
-and `BEGIN IMMEDIATE` may wait `busy_timeout_ms` for another process's write lock.
+Threads (ADR 7, ADR 8): reads run on the Trio loop, on one read-only connection: they are
+short, bounded index lookups, and in WAL mode a reader never waits for the writer, so a
+thread hand-off (which cost more here than the query) buys nothing. Writes run in the
+store's own writer thread, started by `open` and ended by `aclose`, because a commit waits
+for fsync and `BEGIN IMMEDIATE` may wait `busy_timeout_ms` for another process's write lock.
 
-Group commit: every write (append, mark_read, create, membership) is queued. A caller that
-finds no batch in flight leads one: it runs up to `batch_max` queued writes in ONE
-transaction (one fsync), each inside its own SAVEPOINT, so one write's failure (say
-`NotAMember`) rolls back and fails only that write. Every caller returns only after the
-transaction holding its write has committed. Under load, writes arriving while a commit is
-in flight ride the next one, so commits per write fall as concurrency rises.
+Group commit: every write (append, mark_read, create, membership) is queued. The writer
+thread takes up to `batch_max` queued writes into ONE transaction (one fsync), each inside
+its own SAVEPOINT, so one write's failure (say `NotAMember`) rolls back and fails only that
+write; it commits at most once per `commit_window_ms` while writes keep coming, so under
+load writes arriving within the window or during a commit ride the next one. Each batch's
+outcome comes back to the loop in one `run_sync_soon` call, which runs `on_commit` and then
+reports to each write: an awaited write's task resumes with its result; a write queued by
+`append_soon` has its callback called, so a connection's reader goes on reading while its
+message commits. No Trio task waits, sleeps or wakes per message.
 
 Durability (`synchronous`): "full" (default) fsyncs the WAL at every commit, so an acked
 message survives power loss or an OS crash. "normal" skips that fsync: the database stays
@@ -28,7 +31,10 @@ import os
 import random
 import secrets
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
 import attrs
@@ -36,6 +42,7 @@ import outcome
 import trio
 
 from hoomi.protocol.messages import ChatMessage, MessageKind
+from hoomi.server import logs
 from hoomi.server.store import (
     Appended,
     ConversationInfo,
@@ -167,16 +174,62 @@ def _membership(conn: sqlite3.Connection, cid: str, user_id: str) -> tuple[str, 
     return row[0], row[1], row[2]
 
 
+def _appending(
+    conversation_id: str,
+    sender_id: str,
+    client_msg_id: str | None,
+    text: str,
+    kind: MessageKind,
+    now_ms: int,
+) -> Callable[[sqlite3.Connection], Appended]:
+    """The write of `SqliteStore.append`, run in the writer thread."""
+
+    def insert(conn: sqlite3.Connection) -> Appended:
+        _, latest, read_seq = _membership(conn, conversation_id, sender_id)
+        if kind == "user" and read_seq is None:
+            raise NotAMember(f"{sender_id!r} is not a member of {conversation_id!r}")
+        message = ChatMessage(
+            conversation_id=conversation_id,
+            seq=latest + 1,  # under the write lock: gap-free, no other writer
+            message_id=_new_id("m_"),
+            sender_id=sender_id,
+            kind=kind,
+            client_msg_id=client_msg_id,
+            text=text,
+            sent_at=now_ms,
+        )
+        # The idempotency key decides in the same statement: a retry inserts nothing.
+        if not conn.execute(_INSERT_MESSAGE, attrs.astuple(message)).rowcount:
+            row = conn.execute(
+                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
+                " AND sender_id = ? AND client_msg_id = ?",
+                (conversation_id, sender_id, client_msg_id),
+            ).fetchone()
+            return Appended(message=_message(row), duplicate=True)
+        conn.execute(
+            "UPDATE conversations SET latest_seq = ? WHERE id = ?",
+            (message.seq, conversation_id),
+        )
+        return Appended(message=message, duplicate=False)
+
+    return insert
+
+
 class _State(enum.Enum):
     QUEUED = enum.auto()
     TAKEN = enum.auto()  # in a batch: it will be committed or failed, no longer withdrawable
 
 
 class _Write(Generic[T]):
-    __slots__ = ("fn", "result", "state")
+    __slots__ = ("done", "fn", "result", "state")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        done: Callable[[outcome.Outcome[T]], None] | None = None,
+    ) -> None:
         self.fn = fn
+        self.done = done  # called on the loop with the result; None: nobody waits any more
         self.state = _State.QUEUED
         self.result: outcome.Outcome[T] | None = None
 
@@ -185,7 +238,8 @@ class SqliteStore:
     """The `Store` on one SQLite database file (WAL mode; `:memory:` is not supported).
 
     Bounded: at most `batch_max` writes per transaction, at most one commit per
-    `commit_window_ms` while writes keep coming, one writer thread; each statement waits
+    `commit_window_ms` while writes keep coming, at most `backlog_max` writes queued by
+    `append_soon` (it waits for room beyond that), one writer thread; each statement waits
     at most `busy_timeout_ms` for a lock held by another process. Raises `StoreUnavailable`
     for any SQLite failure (I/O error, disk full, lock timeout) and when used before `open`
     or after `aclose`. `commits` and `writes` count committed transactions and the writes
@@ -197,26 +251,32 @@ class SqliteStore:
         path: str | os.PathLike[str],
         *,
         batch_max: int = 256,
+        backlog_max: int = 1024,
         commit_window_ms: float = 2.0,
         synchronous: Synchronous = "full",
         busy_timeout_ms: int = 5000,
     ) -> None:
-        if batch_max < 1 or busy_timeout_ms < 0 or commit_window_ms < 0:
-            raise ValueError("batch_max must be >= 1, busy_timeout_ms and commit_window_ms >= 0")
+        if batch_max < 1 or backlog_max < 1 or busy_timeout_ms < 0 or commit_window_ms < 0:
+            raise ValueError(
+                "batch_max and backlog_max must be >= 1, busy_timeout_ms and commit_window_ms >= 0"
+            )
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self._path = os.fspath(path)
         self._batch_max = batch_max
+        self._backlog_max = backlog_max
         self._window = commit_window_ms / 1000
-        self._last_batch = -math.inf  # trio.current_time() when the last batch started
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._writer_limiter = trio.CapacityLimiter(1)
+        # The queue is shared with the writer thread: `_wake` (and its lock) guards it.
         self._queue: collections.deque[_Write[Any]] = collections.deque()
-        self._batch_running = False
-        self._batch_done = trio.Event()
+        self._wake = threading.Condition(threading.Lock())
+        self._stopping = False  # the writer thread ends once the queue is empty
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._batch_done = trio.Event()  # set after each batch (append_soon waits for room)
         self._closing = False
         self._closed = trio.Event()
         self.commits = 0
@@ -229,11 +289,16 @@ class SqliteStore:
         if self._writer is not None or self._closing:
             raise RuntimeError("SqliteStore.open() may be called once, before aclose()")
         await trio.to_thread.run_sync(self._open_sync)
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.Thread(
+            target=self._writer_loop, name="hoomi-sqlite-writer", daemon=True
+        )
+        self._thread.start()
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False:
-        # the writer is used by one worker thread at a time (its limiter), the reader only on
-        # the Trio loop, each opened and closed in a worker thread.
+        # the writer is used by the writer thread only, the reader only on the Trio loop,
+        # each opened and closed in a worker thread.
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             # The read connection is used on the Trio loop: a lock it must wait for (WAL
@@ -288,7 +353,7 @@ class SqliteStore:
             self._writer.close()
 
     async def aclose(self) -> None:
-        """Commit every queued write, close. Idempotent.
+        """Commit every queued write, stop the writer thread, close. Idempotent.
 
         Shielded from cancellation (it must not leak connections); bounded by the queued
         writes (ceil(n / batch_max) commits) and `busy_timeout_ms` per commit.
@@ -299,11 +364,12 @@ class SqliteStore:
         self._closing = True  # refuse new calls; already queued writes still commit
         with trio.CancelScope(shield=True):
             try:
-                while self._queue or self._batch_running:
-                    if self._batch_running:
-                        await self._batch_done.wait()
-                    else:
-                        await self._run_one_batch()
+                if self._thread is not None:
+                    with self._wake:
+                        self._stopping = True
+                        self._wake.notify()
+                    await trio.to_thread.run_sync(self._thread.join)
+                    # Its last batch's report was queued before the join's: it has run.
             finally:
                 await trio.to_thread.run_sync(self._close_sync)
                 self._closed.set()
@@ -344,65 +410,104 @@ class SqliteStore:
         same client_msg_id is safe.
         """
         self._check_open()
-        write: _Write[T] = _Write(fn)
-        self._queue.append(write)
-        try:
-            while write.result is None:
-                if self._batch_running:
-                    await self._batch_done.wait()
-                else:
-                    await self._run_one_batch()
-        except BaseException:
-            if write.state is _State.QUEUED:
-                self._queue.remove(write)
-            raise
-        return write.result.unwrap()
+        task = trio.lowlevel.current_task()
+        write: _Write[T] = _Write(fn, partial(trio.lowlevel.reschedule, task))
+        self._enqueue(write)
 
-    async def _run_one_batch(self) -> None:
-        # No checkpoint between the caller's `_batch_running` test and this line, so exactly
-        # one task leads; the batch is FIFO, so the oldest writes commit first.
-        self._batch_running = True
-        batch: list[_Write[Any]] = []
-        try:
-            # At most one commit per window: under load, writes arriving within it share
-            # one commit (one thread hand-off, one fsync); a write finding the store idle
-            # for longer than the window commits at once. Nothing is taken yet, so a
-            # cancelled leader just withdraws its own write.
-            wait = self._last_batch + self._window - trio.current_time()
-            if wait > 0 and len(self._queue) < self._batch_max:
-                await trio.sleep(wait)
-            self._last_batch = trio.current_time()
-            batch = [self._queue.popleft() for _ in range(min(self._batch_max, len(self._queue)))]
-            for write in batch:
-                write.state = _State.TAKEN
-            # Shielded: the thread cannot be interrupted anyway, and every waiter in the
-            # batch depends on this task reporting the outcome.
-            with trio.CancelScope(shield=True):
-                committed = await trio.to_thread.run_sync(
-                    self._batch_sync, batch, limiter=self._writer_limiter
-                )
-            if committed:
-                self.commits += 1
-                self.writes += len(batch)
-                if self.on_commit is not None:
-                    # In commit order, so per conversation in seq order, before any waiter
-                    # (and so before any ack) runs.
-                    stored = [
-                        w.result.value.message
-                        for w in batch
-                        if isinstance(w.result, outcome.Value)
-                        and isinstance(w.result.value, Appended)
-                        and not w.result.value.duplicate
-                    ]
-                    if stored:
-                        self.on_commit(stored)
-        finally:
-            for write in batch:
-                if write.result is None:
-                    write.result = outcome.Error(StoreUnavailable("the write did not run"))
-            self._batch_running = False
-            done, self._batch_done = self._batch_done, trio.Event()
-            done.set()
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            with self._wake:
+                if write.state is _State.QUEUED:
+                    self._queue.remove(write)
+            write.done = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: T = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
+    async def _write_soon(
+        self, fn: Callable[[sqlite3.Connection], T], done: Callable[[outcome.Outcome[T]], None]
+    ) -> None:
+        """Queue `fn` and return; `done` gets its outcome on the loop once its batch ended.
+
+        Returns at once unless `backlog_max` writes are queued: then it waits for room, so a
+        store that falls behind slows its writers' readers (TCP pushes back on clients).
+        """
+        while len(self._queue) >= self._backlog_max:
+            self._check_open()
+            await self._batch_done.wait()
+        self._check_open()
+        self._enqueue(_Write(fn, done))
+
+    def _enqueue(self, write: _Write[Any]) -> None:
+        with self._wake:
+            self._queue.append(write)
+            if len(self._queue) == 1 or len(self._queue) >= self._batch_max:
+                self._wake.notify()  # the thread waits for a first write or a full batch
+
+    # -- the writer thread -----------------------------------------------------------------
+    def _writer_loop(self) -> None:
+        last = -math.inf  # when the last batch started (time.monotonic)
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                # At most one commit per window: under load, writes arriving within it
+                # share one commit (one fsync); a write finding the store idle for longer
+                # than the window commits at once. Nothing is taken yet, so a write whose
+                # caller is cancelled meanwhile is withdrawn.
+                while not self._stopping and len(self._queue) < self._batch_max:
+                    wait = last + self._window - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._wake.wait(wait)
+                if not self._queue:
+                    if self._stopping:
+                        return  # every write is done
+                    continue  # the writes were withdrawn while the window ran
+                taken = min(self._batch_max, len(self._queue))
+                batch = [self._queue.popleft() for _ in range(taken)]
+                for write in batch:
+                    write.state = _State.TAKEN
+            last = time.monotonic()
+            try:
+                committed = self._batch_sync(batch)
+            except BaseException as exc:  # a bug: fail this batch, keep the writer alive
+                committed = False
+                for write in batch:
+                    write.result = outcome.Error(StoreUnavailable(f"the write failed: {exc!r}"))
+            assert self._token is not None
+            try:
+                self._token.run_sync_soon(self._report, batch, committed)
+            except trio.RunFinishedError:
+                return  # the loop is gone: nobody is left to tell
+
+    def _report(self, batch: list[_Write[Any]], committed: bool) -> None:
+        """On the loop: a batch ended. Fan-out first, then every write's waiter."""
+        if committed:
+            self.commits += 1
+            self.writes += len(batch)
+            stored = [
+                w.result.value.message
+                for w in batch
+                if isinstance(w.result, outcome.Value)
+                and isinstance(w.result.value, Appended)
+                and not w.result.value.duplicate
+            ]
+            if stored and self.on_commit is not None:
+                # In commit order, so per conversation in seq order, before any ack.
+                try:
+                    self.on_commit(stored)
+                except Exception:
+                    logs.failure("on_commit_failed")
+        for write in batch:
+            if write.done is not None:
+                assert write.result is not None  # the writer thread set every result
+                try:
+                    write.done(write.result)
+                except Exception:  # one caller's bug must not cost the others their reply
+                    logs.failure("write_callback_failed")
+        done, self._batch_done = self._batch_done, trio.Event()
+        done.set()
 
     def _batch_sync(self, batch: list[_Write[Any]]) -> bool:
         conn = self._writer
@@ -635,36 +740,26 @@ class SqliteStore:
         member (`system` messages skip the check). A stored (conversation, sender,
         client_msg_id) returns the stored message with duplicate=True and writes nothing.
         """
+        return await self._write(
+            _appending(conversation_id, sender_id, client_msg_id, text, kind, now_ms)
+        )
 
-        def insert(conn: sqlite3.Connection) -> Appended:
-            _, latest, read_seq = _membership(conn, conversation_id, sender_id)
-            if kind == "user" and read_seq is None:
-                raise NotAMember(f"{sender_id!r} is not a member of {conversation_id!r}")
-            message = ChatMessage(
-                conversation_id=conversation_id,
-                seq=latest + 1,  # under the write lock: gap-free, no other writer
-                message_id=_new_id("m_"),
-                sender_id=sender_id,
-                kind=kind,
-                client_msg_id=client_msg_id,
-                text=text,
-                sent_at=now_ms,
-            )
-            # The idempotency key decides in the same statement: a retry inserts nothing.
-            if not conn.execute(_INSERT_MESSAGE, attrs.astuple(message)).rowcount:
-                row = conn.execute(
-                    f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
-                    " AND sender_id = ? AND client_msg_id = ?",
-                    (conversation_id, sender_id, client_msg_id),
-                ).fetchone()
-                return Appended(message=_message(row), duplicate=True)
-            conn.execute(
-                "UPDATE conversations SET latest_seq = ? WHERE id = ?",
-                (message.seq, conversation_id),
-            )
-            return Appended(message=message, duplicate=False)
-
-        return await self._write(insert)
+    async def append_soon(
+        self,
+        *,
+        conversation_id: str,
+        sender_id: str,
+        client_msg_id: str | None,
+        text: str,
+        kind: MessageKind,
+        now_ms: int,
+        done: Callable[[outcome.Outcome[Appended]], None],
+    ) -> None:
+        """`append` without waiting for the commit: `done` gets what `append` would return or
+        raise, on the loop, after `on_commit`. Waits only for room in the queue."""
+        await self._write_soon(
+            _appending(conversation_id, sender_id, client_msg_id, text, kind, now_ms), done
+        )
 
     async def history(
         self,

@@ -4,6 +4,8 @@ Implementations: `hoomi.server.sqlite_store.SqliteStore` (embedded default, WAL)
 multi-node deployments, a PostgreSQL store with the same interface. All methods are Trio
 coroutines that keep blocking work off the event loop. A method returns only after its
 writes are durable (committed); that is what lets the server ack a message (HOOMI-SEND-1).
+`append_soon` is the exception: it queues the message and reports its outcome to a callback
+once durable, so a connection's reader need not wait for each commit.
 
 A write cancelled after the store took it may still commit (like a lost ack): a retried
 send with the same `client_msg_id` is safe.
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 import attrs
+import outcome
 
 from hoomi.protocol.errors import HoomiError
 from hoomi.protocol.messages import ChatMessage
@@ -136,6 +139,21 @@ class Store(Protocol):
         """Store a message under the next seq (gap-free per conversation) and return it once
         durable. Membership is checked for `user` messages (`NotAMember`); a repeated
         (conversation, sender, client_msg_id) returns the stored message, duplicate=True."""
+
+    async def append_soon(
+        self,
+        *,
+        conversation_id: str,
+        sender_id: str,
+        client_msg_id: str | None,
+        text: str,
+        kind: Literal["user", "system"],
+        now_ms: int,
+        done: Callable[[outcome.Outcome[Appended]], None],
+    ) -> None:
+        """`append`, but return once queued: `done` gets what `append` would return or
+        raise, called on the loop after `on_commit`, in queue order. Waits only while the
+        store's queue is full."""
 
     async def history(
         self,
