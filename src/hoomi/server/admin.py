@@ -360,7 +360,6 @@ class _Admin:
         metrics = server.metrics
         online = server.online
         ready = sum(online.values())
-        slow = metrics.registry.get_sample_value("hoomi_slow_consumers_total") or 0.0
         return JSONResponse(
             {
                 "connections": len(server.sessions),
@@ -373,7 +372,7 @@ class _Admin:
                 "messages_in_per_s": round(metrics.rates.messages_in_per_s, 3),
                 "messages_out_per_s": round(metrics.rates.messages_out_per_s, 3),
                 "deliveries_per_s": round(metrics.rates.deliveries_per_s, 3),
-                "slow_consumers": int(slow),
+                "slow_consumers": metrics.slow_consumers,
                 "store_latency_ms": _latency_ms(metrics.store_seconds),
                 "draining": server.draining,
                 "uptime_s": round(max(0.0, server.wall() - server.started_at), 3),

@@ -1,53 +1,84 @@
 """Prometheus metrics and the rates shown by the admin API's stats.
 
-One registry per server (tests run many servers in one process). Counters are bumped on
-the hot path with one call each — fan-out adds a whole publish's deliveries at once.
+One registry per server (tests run many servers in one process). Counters and gauges are
+plain attributes, bumped on the hot path with one integer addition (a prometheus_client
+Counter takes a lock and three calls per increment, ~1 µs); `collect` reads them when the
+registry is scraped. The two histograms stay prometheus_client objects: they are observed
+per stored message or per committed batch.
 """
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterator
+
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-class Metrics:
+class Metrics(Collector):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.connections = Gauge("hoomi_connections", "Open WebSocket connections.", registry=r)
-        self.sessions_ready = Gauge("hoomi_sessions_ready", "Authenticated sessions.", registry=r)
-        self.users_online = Gauge("hoomi_users_online", "Users with a ready session.", registry=r)
-        self.messages_in = Counter("hoomi_frames_in", "Frames received from clients.", registry=r)
-        self.messages_out = Counter("hoomi_frames_out", "Frames queued to clients.", registry=r)
-        self.messages_stored = Counter(
-            "hoomi_messages_stored", "Chat messages stored (acked).", registry=r
-        )
-        self.deliveries = Counter(
-            "hoomi_deliveries", "Message frames handed to sessions by fan-out.", registry=r
-        )
-        self.errors = Counter("hoomi_errors", "Error replies sent, by code.", ["code"], registry=r)
-        self.closes = Counter(
-            "hoomi_closes", "Connections closed by the server, by close code.", ["code"], registry=r
-        )
-        self.slow_consumers = Counter(
-            "hoomi_slow_consumers", "Sessions closed because their outbox stayed full.", registry=r
-        )
+        # Gauges.
+        self.connections = 0  # open WebSocket connections
+        self.sessions_ready = 0  # authenticated sessions
+        self.users_online = 0  # users with a ready session
+        # Counters.
+        self.frames_in = 0
+        self.frames_out = 0
+        self.messages_stored = 0
+        self.deliveries = 0
+        self.slow_consumers = 0
+        self.errors: collections.Counter[str] = collections.Counter()  # by error code
+        self.closes: collections.Counter[str] = collections.Counter()  # by close code
         self.store_seconds = Histogram(
             "hoomi_store_seconds",
             "Store call latency, by operation.",
             ["operation"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
         self.fanout_seconds = Histogram(
             "hoomi_fanout_seconds",
             "Time to hand one committed batch to every subscriber.",
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
+        self.registry.register(self)
         self.rates = Rates()
+
+    def collect(self) -> Iterator[Metric]:
+        """The plain counters and gauges, as Prometheus metric families (on scrape)."""
+        for name, doc, value in (
+            ("hoomi_connections", "Open WebSocket connections.", self.connections),
+            ("hoomi_sessions_ready", "Authenticated sessions.", self.sessions_ready),
+            ("hoomi_users_online", "Users with a ready session.", self.users_online),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+        for name, doc, value in (
+            ("hoomi_frames_in", "Frames received from clients.", self.frames_in),
+            ("hoomi_frames_out", "Frames queued to clients.", self.frames_out),
+            ("hoomi_messages_stored", "Chat messages stored (acked).", self.messages_stored),
+            ("hoomi_deliveries", "Message frames handed to sessions by fan-out.", self.deliveries),
+            (
+                "hoomi_slow_consumers",
+                "Sessions closed because their outbox stayed full.",
+                self.slow_consumers,
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        for name, doc, counts in (
+            ("hoomi_errors", "Error replies sent, by code.", self.errors),
+            ("hoomi_closes", "Connections closed by the server, by close code.", self.closes),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["code"])
+            for key, value in sorted(counts.items()):
+                family.add_metric([key], value)
+            yield family
 
 
 @attrs.define

@@ -187,7 +187,7 @@ class Server:
             return
         session = Session(self, ws, accepted_at=accepted_at)
         self.sessions[session.id] = session
-        self.metrics.connections.inc()
+        self.metrics.connections += 1
         logs.event("connected", session=session.id, remote=ws.peer(), origin=handshake.origin)
         self.notify("connect", session)
         if SUBPROTOCOL not in handshake.subprotocols:
@@ -230,9 +230,9 @@ class Server:
             self.fanout.subscribe(cid, session)
         user = session.user_id
         session.counted_online = True
-        self.metrics.sessions_ready.inc()
+        self.metrics.sessions_ready += 1
         self.online[user] = self.online.get(user, 0) + 1
-        self.metrics.users_online.set(len(self.online))
+        self.metrics.users_online = len(self.online)
         if self.online[user] == 1:
             self._broadcast_presence(user, conversations, m.Presence(user_id=user, status="online"))
 
@@ -240,7 +240,7 @@ class Server:
         """Forget an ended session (idempotent): subscriptions, presence, typing."""
         if self.sessions.pop(session.id, None) is None:
             return
-        self.metrics.connections.dec()
+        self.metrics.connections -= 1
         user = session.user_id
         if user:
             sessions = self.by_user.get(user)
@@ -251,7 +251,7 @@ class Server:
         for cid in session.conversations:
             self.fanout.unsubscribe(cid, session)
         if session.counted_online:
-            self.metrics.sessions_ready.dec()
+            self.metrics.sessions_ready -= 1
             self.online[user] -= 1
             if self.online[user] == 0:
                 del self.online[user]
@@ -264,7 +264,7 @@ class Server:
                     self.set_typing(key[0], user, active=False)
                 offline = m.Presence(user_id=user, status="offline", last_seen=now)
                 self._broadcast_presence(user, session.conversations, offline)
-        self.metrics.users_online.set(len(self.online))
+        self.metrics.users_online = len(self.online)
         logs.event("disconnected", session=session.id, user=user or None)
         self.notify("disconnect", session)
 
@@ -425,8 +425,8 @@ class Server:
                 deliveries += self.fanout.publish(cid, frame, seq=message.seq)
             except Exception:  # a bug must not stop the rest of the batch from going out
                 logs.failure("publish_failed", conversation=cid, seq=message.seq)
-        self.metrics.messages_stored.inc(len(messages))
-        self.metrics.deliveries.inc(deliveries)
+        self.metrics.messages_stored += len(messages)
+        self.metrics.deliveries += deliveries
         self.metrics.fanout_seconds.observe(time.perf_counter() - started)
 
     def latest_published(self, conversation_id: str) -> int:
@@ -644,10 +644,5 @@ class Server:
         return self.metrics.store_seconds.labels(operation).time()
 
     def _sample_rates(self, now: float) -> None:
-        value = self.metrics.registry.get_sample_value
-        self.metrics.rates.sample(
-            now,
-            value("hoomi_frames_in_total") or 0.0,
-            value("hoomi_frames_out_total") or 0.0,
-            value("hoomi_deliveries_total") or 0.0,
-        )
+        metrics = self.metrics
+        metrics.rates.sample(now, metrics.frames_in, metrics.frames_out, metrics.deliveries)

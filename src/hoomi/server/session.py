@@ -145,9 +145,10 @@ class Session:
             self.fire(Event.OUTBOX_FULL)
 
     def send(self, message: m.ServerMessage) -> None:
-        self.server.metrics.messages_out.inc()
+        metrics = self.server.metrics
+        metrics.frames_out += 1
         if isinstance(message, m.Error):
-            self.server.metrics.errors.labels(message.code).inc()
+            metrics.errors[message.code] += 1
         self.push(text_frame(encode_bytes(message)))
 
     def deliver(self, conversation_id: str, seq: int | None, frame: bytes) -> None:
@@ -211,9 +212,10 @@ class Session:
         return transition
 
     def _close(self, code: CloseCode, detail: str) -> None:
-        self.server.metrics.closes.labels(str(code.value)).inc()
+        metrics = self.server.metrics
+        metrics.closes[str(code.value)] += 1
         if code is CloseCode.SLOW_CONSUMER:
-            self.server.metrics.slow_consumers.inc()
+            metrics.slow_consumers += 1
         self.ws.close_nowait(code.value, (detail or code.name.lower())[:120])
         self._arm_close_timeout(code)
 
@@ -276,7 +278,7 @@ class Session:
 
     async def _on_text(self, data: str) -> None:
         self.messages_in += 1
-        self.server.metrics.messages_in.inc()
+        self.server.metrics.frames_in += 1
         ready = self.machine.state is State.READY
         try:
             message = decode_client(data)
