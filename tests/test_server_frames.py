@@ -118,3 +118,37 @@ async def test_frames_sent_right_behind_the_upgrade_request_are_not_lost(
         opcode, payload = await raw.next_frame()
         assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
         await raw.aclose()
+
+
+async def test_a_burst_larger_than_one_read_is_answered_in_full_and_in_order(
+    tmp_path: pathlib.Path,
+) -> None:
+    # 5,000 pings in one write (~170 KB) fill several of the server's 64 KB reads: a read
+    # that filled its buffer is followed by another without waiting for readiness. (The
+    # client shares the server's thread here, so the pongs wait in a large outbox.)
+    count = 5000
+    limits = {"rate_per_s": 100_000, "rate_burst": 100_000, "outbox_size": 2 * count}
+    async with running_server(tmp_path, **limits) as hoomi:
+        raw = await _ready(hoomi.server.ports[0])
+        key = b"\x01\x02\x03\x04"
+        burst = bytearray()
+        for i in range(count):
+            ping = orjson.dumps({"type": "ping", "id": f"p{i}"})
+            masked = bytes(b ^ key[j % 4] for j, b in enumerate(ping))
+            burst += bytes([0x81, 0x80 | len(ping)]) + key + masked
+        assert len(burst) > 2 * 65536
+        ids: list[str] = []
+
+        async def read_replies() -> None:  # while the burst goes out: a client that reads
+            while len(ids) < count:
+                opcode, payload = await raw.next_frame()
+                assert opcode == 0x1, (opcode, payload)
+                reply = orjson.loads(payload)
+                assert reply["type"] == "pong", reply
+                ids.append(reply["id"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_replies)
+            await raw.stream.send_all(bytes(burst))
+        assert ids == [f"p{i}" for i in range(count)]
+        await raw.aclose()
