@@ -43,7 +43,7 @@ class Settings:
         metadata=_help("SQLite fsync policy: full survives power loss; normal only crashes."),
     )
     sqlite_commit_window_ms: float = attrs.field(
-        default=2.0,
+        default=5.0,
         metadata=_help("At most one SQLite commit per this many ms; writes within share it."),
     )
     jwt_secret: str | None = attrs.field(

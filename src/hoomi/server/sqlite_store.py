@@ -252,7 +252,7 @@ class SqliteStore:
         *,
         batch_max: int = 256,
         backlog_max: int = 1024,
-        commit_window_ms: float = 2.0,
+        commit_window_ms: float = 5.0,
         synchronous: Synchronous = "full",
         busy_timeout_ms: int = 5000,
     ) -> None:
