@@ -75,7 +75,7 @@ async def test_presence_aggregates_over_a_users_sessions(tmp_path: pathlib.Path)
 
 async def test_replies_overtake_an_ack_waiting_for_its_commit(tmp_path: pathlib.Path) -> None:
     # HOOMI-REQ-3: an ack waits for durable storage, later replies need not. A long commit
-    # window holds the sends after the conversation's creation, so the ping is answered
+    # window, restarted by a commit just before, holds the sends, so the ping is answered
     # while they wait; the acks then come in the order of the sends, with gap-free seqs.
     async with running_server(tmp_path, sqlite_commit_window_ms=1000) as hoomi:
         group = await hoomi.store.create_conversation(
@@ -83,6 +83,7 @@ async def test_replies_overtake_an_ack_waiting_for_its_commit(tmp_path: pathlib.
         )
         alice = await hoomi.connect("alice")
         cid = group.conversation_id
+        await hoomi.store.create_conversation(kind="group", members=["bob"], title=None, now_ms=0)
         for i in range(3):
             await alice.send(
                 {

@@ -74,7 +74,7 @@ async def test_a_send_refused_by_storage_gets_its_error_after_the_commit(
 ) -> None:
     # Removed in the store behind the server's back, alice's session still lists the group:
     # the store decides `forbidden` in the writer thread, and the error reaches her in the
-    # ack's place; the next send in the same batch is not affected.
+    # ack's place; her next send (in the same batch or the next) is not affected.
     async with running_server(tmp_path) as hoomi:
         group = await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
         other = await hoomi.server.create_conversation(kind="group", members=["alice"])

@@ -123,12 +123,13 @@ async def test_frames_sent_right_behind_the_upgrade_request_are_not_lost(
 async def test_a_burst_larger_than_one_read_is_answered_in_full_and_in_order(
     tmp_path: pathlib.Path,
 ) -> None:
-    # 5,000 pings in one write (~170 KB) fill several of the server's 64 KB reads: a read
-    # that filled its buffer is followed by another without waiting for readiness. (The
-    # client shares the server's thread here, so the pongs wait in a large outbox.)
+    # 5,000 pings in one write (~170 KB): frames span the server's reads and several reads
+    # come in a row, whether a read waits for readiness or not. (The client shares the
+    # server's thread here, so the pongs wait in a large outbox.)
     count = 5000
-    limits = {"rate_per_s": 100_000, "rate_burst": 100_000, "outbox_size": 2 * count}
-    async with running_server(tmp_path, **limits) as hoomi:
+    async with running_server(
+        tmp_path, rate_per_s=100_000, rate_burst=100_000, outbox_size=2 * count
+    ) as hoomi:
         raw = await _ready(hoomi.server.ports[0])
         key = b"\x01\x02\x03\x04"
         burst = bytearray()

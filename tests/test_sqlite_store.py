@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Literal
 
@@ -631,39 +631,96 @@ async def test_append_soon_failures_and_a_failing_callback_reach_only_their_own(
     assert stored.unwrap().message.seq == 2  # the broken callback's message was stored too
 
 
-async def test_append_soon_waits_for_room_in_a_full_queue(tmp_path: pathlib.Path) -> None:
-    store = SqliteStore(tmp_path / "full.db", backlog_max=2, commit_window_ms=60_000)
-    await store.open()
-    g = await group(store, "alice")  # a commit now: the queue fills during the window
-    queued: list[int] = []
-    refused: list[int] = []
-    results: list[Outcome[Appended]] = []
+async def append_soon(
+    store: SqliteStore, cid: str, cmid: str, done: Callable[[Outcome[Appended]], None]
+) -> None:
+    await store.append_soon(
+        conversation_id=cid,
+        sender_id="alice",
+        client_msg_id=cmid,
+        text="hi",
+        kind="user",
+        now_ms=1000,
+        done=done,
+    )
 
-    async def one(i: int) -> None:
-        try:
-            await store.append_soon(
-                conversation_id=g.conversation_id,
-                sender_id="alice",
-                client_msg_id=f"k{i}",
-                text="hi",
-                kind="user",
-                now_ms=1000,
-                done=results.append,
-            )
-        except StoreUnavailable:
-            refused.append(i)
-        else:
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (polling, at most 10 s) for what the writer thread does in real time."""
+    with trio.fail_after(10):
+        while not condition():  # noqa: ASYNC110 (set by a thread, not by a task)
+            await trio.sleep(0.01)
+
+
+async def test_append_soon_waits_for_room_in_a_full_queue(tmp_path: pathlib.Path) -> None:
+    # Another connection holds the write lock, so the writer thread's first batch waits in
+    # BEGIN IMMEDIATE; two more writes fill the queue and the fifth waits for room. It goes
+    # in once the lock is released and that batch commits; all five commit in order.
+    path = tmp_path / "full.db"
+    store = SqliteStore(path, batch_max=2, backlog_max=2, commit_window_ms=0)
+    await store.open()
+    try:
+        g = await group(store, "alice")
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        queued: list[int] = []
+        results: list[Outcome[Appended]] = []
+
+        async def one(i: int) -> None:
+            await append_soon(store, g.conversation_id, f"k{i}", results.append)
             queued.append(i)
 
-    async with trio.open_nursery() as nursery:
-        for i in range(3):
-            nursery.start_soon(one, i)
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(queued) == 2  # the third waits for room
-        # Closing ends the window: the two queued commit; the waiting one is refused.
-        nursery.start_soon(store.aclose)
-    assert (len(queued), len(refused)) == (2, 1)  # which task waited is Trio's choice
-    assert [r.unwrap().message.seq for r in results] == [1, 2]
+        async with trio.open_nursery() as nursery:
+            for i in range(2):
+                await one(i)
+            await until(lambda: not store._queue)  # the thread took them, and waits
+            for i in range(2, 5):
+                nursery.start_soon(one, i)
+            await until(lambda: len(queued) == 4)
+            await trio.sleep(0.2)
+            assert len(queued) == 4  # the last one still waits for room
+            holder.execute("ROLLBACK")
+        holder.close()
+        await until(lambda: len(results) == 5)
+        assert [r.unwrap().message.seq for r in results] == [1, 2, 3, 4, 5]
+    finally:
+        await store.aclose()
+
+
+async def test_a_write_cancelled_after_its_batch_took_it_still_commits(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The caller sees Cancelled at once; the write is in a transaction already and commits
+    # (a retried send with the same client_msg_id then gets the stored message).
+    path = tmp_path / "taken.db"
+    store = SqliteStore(path, commit_window_ms=0)
+    await store.open()
+    try:
+        g = await group(store, "alice")
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        with trio.move_on_after(0.3) as scope:
+            await send(store, g.conversation_id, "alice", "taken", "k1")
+        assert scope.cancelled_caught
+        assert not store._queue  # it was taken, not withdrawn
+        holder.execute("ROLLBACK")
+        holder.close()
+        retry = await send(store, g.conversation_id, "alice", "taken", "k1")
+        assert (retry.message.seq, retry.duplicate) == (1, True)
+    finally:
+        await store.aclose()
+
+
+async def test_a_failing_on_commit_costs_no_write_its_reply(store: SqliteStore) -> None:
+    g = await group(store, "alice")
+
+    def broken(_: object) -> None:
+        raise RuntimeError("a bug in fan-out")
+
+    store.on_commit = broken
+    first = await send(store, g.conversation_id, "alice", cmid="k1")
+    second = await send(store, g.conversation_id, "alice", cmid="k2")
+    assert [first.message.seq, second.message.seq] == [1, 2]
 
 
 def test_commit_window_must_not_be_negative(tmp_path: pathlib.Path) -> None:

@@ -52,7 +52,6 @@ class Session:
         "connected_at",
         "counted_online",
         "due",
-        "exp_seq",
         "expires_at_ms",
         "id",
         "last_ping",

@@ -14,7 +14,7 @@ load writes arriving within the window or during a commit ride the next one. Eac
 outcome comes back to the loop in one `run_sync_soon` call, which runs `on_commit` and then
 reports to each write: an awaited write's task resumes with its result; a write queued by
 `append_soon` has its callback called, so a connection's reader goes on reading while its
-message commits. No Trio task waits, sleeps or wakes per message.
+message commits, and no Trio task waits, sleeps or wakes for it.
 
 Durability (`synchronous`): "full" (default) fsyncs the WAL at every commit, so an acked
 message survives power loss or an OS crash. "normal" skips that fsync: the database stays
@@ -238,8 +238,9 @@ class SqliteStore:
     """The `Store` on one SQLite database file (WAL mode; `:memory:` is not supported).
 
     Bounded: at most `batch_max` writes per transaction, at most one commit per
-    `commit_window_ms` while writes keep coming, at most `backlog_max` writes queued by
-    `append_soon` (it waits for room beyond that), one writer thread; each statement waits
+    `commit_window_ms` while writes keep coming (a full batch or a full queue commits at
+    once), `append_soon` waits for room while `backlog_max` writes of any kind are queued
+    (awaited writes are bounded by their callers), one writer thread; each statement waits
     at most `busy_timeout_ms` for a lock held by another process. Raises `StoreUnavailable`
     for any SQLite failure (I/O error, disk full, lock timeout) and when used before `open`
     or after `aclose`. `commits` and `writes` count committed transactions and the writes
@@ -265,6 +266,7 @@ class SqliteStore:
         self._path = os.fspath(path)
         self._batch_max = batch_max
         self._backlog_max = backlog_max
+        self._full = min(batch_max, backlog_max)  # queued writes that end a window early
         self._window = commit_window_ms / 1000
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
@@ -276,7 +278,7 @@ class SqliteStore:
         self._stopping = False  # the writer thread ends once the queue is empty
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
-        self._batch_done = trio.Event()  # set after each batch (append_soon waits for room)
+        self._room = trio.Event()  # set when the queue shrank (append_soon waits for room)
         self._closing = False
         self._closed = trio.Event()
         self.commits = 0
@@ -416,8 +418,11 @@ class SqliteStore:
 
         def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
             with self._wake:
-                if write.state is _State.QUEUED:
+                withdrawn = write.state is _State.QUEUED
+                if withdrawn:
                     self._queue.remove(write)
+            if withdrawn:
+                self._room_made()  # an append_soon may be waiting for this place
             write.done = None
             return trio.lowlevel.Abort.SUCCEEDED
 
@@ -430,19 +435,21 @@ class SqliteStore:
         """Queue `fn` and return; `done` gets its outcome on the loop once its batch ended.
 
         Returns at once unless `backlog_max` writes are queued: then it waits for room, so a
-        store that falls behind slows its writers' readers (TCP pushes back on clients).
+        store that falls behind slows its writers' readers (TCP pushes back on clients). Like
+        a `*_nowait` call, it is no schedule point when there is room: a reader goes on with
+        the frames already in its buffer (at most one 64 KB read, and rate-limited).
         """
         while len(self._queue) >= self._backlog_max:
             self._check_open()
-            await self._batch_done.wait()
+            await self._room.wait()
         self._check_open()
         self._enqueue(_Write(fn, done))
 
     def _enqueue(self, write: _Write[Any]) -> None:
         with self._wake:
             self._queue.append(write)
-            if len(self._queue) == 1 or len(self._queue) >= self._batch_max:
-                self._wake.notify()  # the thread waits for a first write or a full batch
+            if len(self._queue) == 1 or len(self._queue) >= self._full:
+                self._wake.notify()  # the thread waits for a first write or a full queue
 
     # -- the writer thread -----------------------------------------------------------------
     def _writer_loop(self) -> None:
@@ -455,7 +462,7 @@ class SqliteStore:
                 # share one commit (one fsync); a write finding the store idle for longer
                 # than the window commits at once. Nothing is taken yet, so a write whose
                 # caller is cancelled meanwhile is withdrawn.
-                while not self._stopping and len(self._queue) < self._batch_max:
+                while not self._stopping and len(self._queue) < self._full:
                     wait = last + self._window - time.monotonic()
                     if wait <= 0:
                         break
@@ -506,8 +513,12 @@ class SqliteStore:
                     write.done(write.result)
                 except Exception:  # one caller's bug must not cost the others their reply
                     logs.failure("write_callback_failed")
-        done, self._batch_done = self._batch_done, trio.Event()
-        done.set()
+        self._room_made()
+
+    def _room_made(self) -> None:
+        """Wake whoever waits for room in the queue (a batch was taken, or a write withdrawn)."""
+        room, self._room = self._room, trio.Event()
+        room.set()
 
     def _batch_sync(self, batch: list[_Write[Any]]) -> bool:
         conn = self._writer
