@@ -3,8 +3,9 @@
 One registry per server (tests run many servers in one process). Counters and gauges are
 plain attributes, bumped on the hot path with one integer addition (a prometheus_client
 Counter takes a lock and three calls per increment, ~1 µs); `collect` reads them when the
-registry is scraped. The two histograms stay prometheus_client objects: they are observed
-per stored message or per committed batch.
+registry is scraped (same names and labels as before, without the `_created` series). The
+two histograms stay prometheus_client objects: they are observed per stored message or per
+committed batch.
 """
 
 from __future__ import annotations
