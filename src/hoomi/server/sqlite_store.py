@@ -508,9 +508,11 @@ class SqliteStore:
                     logs.failure("on_commit_failed")
         for write in batch:
             if write.done is not None:
-                assert write.result is not None  # the writer thread set every result
+                # Nothing may raise here (Trio's run_sync_soon context): the writer thread
+                # sets every result, and a missing one is reported, not asserted.
+                result = write.result or outcome.Error(StoreUnavailable("the write did not run"))
                 try:
-                    write.done(write.result)
+                    write.done(result)
                 except Exception:  # one caller's bug must not cost the others their reply
                     logs.failure("write_callback_failed")
         self._room_made()
