@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from outcome import Outcome
 
+from hoomi.protocol.messages import ChatMessage
 from hoomi.server.sqlite_store import SCHEMA_VERSION, SqliteStore
 from hoomi.server.store import (
     Appended,
@@ -418,6 +419,16 @@ async def test_batch_max_bounds_a_transaction(tmp_path: pathlib.Path) -> None:
         await store.aclose()
 
 
+async def stored_after_reopening(path: pathlib.Path, cid: str) -> tuple[ChatMessage, ...]:
+    """What a fresh store on `path` holds of a conversation (the newest 1,000 messages)."""
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        return (await reopened.history(cid, limit=1000)).messages
+    finally:
+        await reopened.aclose()
+
+
 async def test_a_write_cancelled_while_queued_is_withdrawn(tmp_path: pathlib.Path) -> None:
     # A long window holds every write after the first commit in the queue, so the cancelled
     # send is surely still queued when it is cancelled; aclose then ends the window.
@@ -433,13 +444,8 @@ async def test_a_write_cancelled_while_queued_is_withdrawn(tmp_path: pathlib.Pat
             scope.cancel()
             await send(store, g.conversation_id, "alice", "gone", "cancelled")
         nursery.start_soon(store.aclose)
-    reopened = SqliteStore(path)
-    await reopened.open()
-    try:
-        page = await reopened.history(g.conversation_id, limit=100)
-        assert [(m.seq, m.text) for m in page.messages] == [(i, "keep") for i in range(1, 6)]
-    finally:
-        await reopened.aclose()
+    stored = await stored_after_reopening(path, g.conversation_id)
+    assert [(m.seq, m.text) for m in stored] == [(i, "keep") for i in range(1, 6)]
 
 
 async def test_aclose_commits_a_write_waiting_out_the_window(tmp_path: pathlib.Path) -> None:
@@ -457,14 +463,7 @@ async def test_aclose_commits_a_write_waiting_out_the_window(tmp_path: pathlib.P
         await trio.testing.wait_all_tasks_blocked()  # the write waits out the window
         await store.aclose()
     assert [r.message.seq for r in results] == [1]
-    reopened = SqliteStore(path)
-    await reopened.open()
-    try:
-        assert [m.text for m in (await reopened.history(g.conversation_id, limit=9)).messages] == [
-            "kept"
-        ]
-    finally:
-        await reopened.aclose()
+    assert [m.text for m in await stored_after_reopening(path, g.conversation_id)] == ["kept"]
 
 
 async def test_aclose_commits_queued_writes(tmp_path: pathlib.Path) -> None:
