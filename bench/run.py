@@ -179,7 +179,11 @@ def _latency(hist: dict[int, int]) -> dict[str, float | None]:
 
 def fanout(run: Run, name: str) -> dict[str, Any]:
     members = 100 if run.quick else 1000
-    rates = [20, 100] if run.quick else [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300, 400]
+    rates = (
+        [20, 100]
+        if run.quick
+        else [10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 650, 800, 1000]
+    )
     step_s = 1.0 if run.quick else 3.0
     fixed_s = 1.0 if run.quick else 10.0
     db = run.tmp / f"fanout-{name}.db"

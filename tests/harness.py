@@ -84,7 +84,6 @@ async def running_server(
             TokenVerifier(hs256_secret=SECRET),
             wall_clock=lambda: epoch + trio.current_time(),
         )
-        store.on_commit = server.on_commit
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             admin_url = None

@@ -171,7 +171,6 @@ async def _run(settings: Settings, verifier: TokenVerifier, dev: bool) -> None:
     await store.open()
     try:
         server = Server(settings, store, LocalFanout(), verifier)
-        store.on_commit = server.on_commit
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             admin_port = await nursery.start(serve_admin, server)

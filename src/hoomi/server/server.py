@@ -50,7 +50,7 @@ from .store import (
     NotAMember,
     Store,
 )
-from .transport import Handshake, WebSocket, text_frame
+from .transport import Cork, Handshake, WebSocket, text_frame
 
 PRE_WELCOME_FRAME_BYTES = 16384
 LAST_SEEN_MAX = 100_000  # users whose last_seen is remembered in memory
@@ -71,6 +71,10 @@ class Server:
         self.settings = settings
         self.store = store
         self.fanout = fanout
+        # Each commit batch's fan-out and acks run corked: one write per connection.
+        self.cork = Cork()
+        store.on_commit = self.on_commit
+        store.reporting = self.cork
         self.verifier = verifier
         self.wall = wall_clock
         self.spec_version = SPEC_VERSION
@@ -178,6 +182,7 @@ class Server:
             outbox_size=settings.outbox_size,
             outbox_bytes=settings.outbox_bytes,
             raw_fd=None if tls else raw_fd,
+            cork=self.cork,
         )
         handshake = None
         with trio.move_on_after(settings.hello_timeout_ms / 1000):

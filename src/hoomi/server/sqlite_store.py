@@ -34,6 +34,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
@@ -284,6 +285,7 @@ class SqliteStore:
         self.commits = 0
         self.writes = 0
         self.on_commit: Callable[[list[ChatMessage]], None] | None = None
+        self.reporting: AbstractContextManager[None] = nullcontext()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -490,24 +492,12 @@ class SqliteStore:
 
     def _report(self, batch: list[_Write[Any]], committed: bool) -> None:
         """On the loop: a batch ended. Fan-out first, then every write's waiter."""
-        if committed:
-            self.commits += 1
-            self.writes += len(batch)
-            stored = [
-                w.result.value.message
-                for w in batch
-                if isinstance(w.result, outcome.Value)
-                and isinstance(w.result.value, Appended)
-                and not w.result.value.duplicate
-            ]
-            if stored and self.on_commit is not None:
-                # In commit order, so per conversation in seq order, before any ack.
-                try:
-                    self.on_commit(stored)
-                except Exception:
-                    logs.failure("on_commit_failed")
-        for write in batch:
-            if write.done is not None:
+        with self.reporting:
+            if committed:
+                self._published(batch)
+            for write in batch:
+                if write.done is None:
+                    continue
                 # Nothing may raise here (Trio's run_sync_soon context): the writer thread
                 # sets every result, and a missing one is reported, not asserted.
                 result = write.result or outcome.Error(StoreUnavailable("the write did not run"))
@@ -516,6 +506,23 @@ class SqliteStore:
                 except Exception:  # one caller's bug must not cost the others their reply
                     logs.failure("write_callback_failed")
         self._room_made()
+
+    def _published(self, batch: list[_Write[Any]]) -> None:
+        self.commits += 1
+        self.writes += len(batch)
+        stored = [
+            w.result.value.message
+            for w in batch
+            if isinstance(w.result, outcome.Value)
+            and isinstance(w.result.value, Appended)
+            and not w.result.value.duplicate
+        ]
+        if stored and self.on_commit is not None:
+            # In commit order, so per conversation in seq order, before any ack.
+            try:
+                self.on_commit(stored)
+            except Exception:
+                logs.failure("on_commit_failed")
 
     def _room_made(self) -> None:
         """Wake whoever waits for room in the queue (a batch was taken, or a write withdrawn)."""

@@ -17,6 +17,7 @@ reached or failed; nothing was written), all below `StoreError`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Literal, Protocol
 
 import attrs
@@ -90,6 +91,10 @@ class Store(Protocol):
     """Called synchronously after each commit with the newly stored messages, in seq order
     per conversation and before any `append` caller resumes: fan-out hangs here so that
     delivery order is commit order. Must not raise or block."""
+
+    reporting: AbstractContextManager[None]
+    """Each commit's `on_commit` and its writes' callbacks run inside ``with reporting:``
+    (the server's `Cork`: one batch's frames go out in one write per connection)."""
 
     async def open(self) -> None:
         """Connect and create or migrate the schema. Call once before anything else."""

@@ -6,6 +6,8 @@ recipient without an ``await`` per recipient. Here a server->client text frame i
 queued (a non-blocking ``os.write``), queueing it only on EAGAIN or a partial write; a writer
 task is started for that connection only while its queue is non-empty, so an idle
 connection costs one task (its reader). Order is kept: nothing bypasses a non-empty queue.
+Inside ``with cork:`` (a `Cork`; the server corks each commit batch's fan-out and acks),
+direct writes are held and each connection's go out in one ``os.write`` when the block ends.
 
 Why frames are parsed here, not by wsproto after the upgrade: wsproto's per-connection
 state costs ~4.8 KB and a generator and event objects per frame; client->server framing
@@ -219,12 +221,47 @@ class Closed:
 Incoming = Text | Binary | TooBig | Invalid | Closed
 
 
+class Cork:
+    """Holds what is written to sockets inside ``with cork:`` and writes each socket's frames
+    in one ``os.write`` when the outermost block ends.
+
+    A commit batch's message events and acks for one connection then cost one system call
+    and one loopback segment instead of one each. Only writes that would go straight to the
+    socket are held (nothing is queued before them); the block must not await, so it holds
+    at most what one synchronous burst (one commit batch) produces.
+    """
+
+    __slots__ = ("_held", "depth")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self._held: dict[WebSocket, list[bytes]] = {}
+
+    def hold(self, ws: WebSocket, frame: bytes) -> None:
+        frames = self._held.get(ws)
+        if frames is None:
+            self._held[ws] = [frame]
+        else:
+            frames.append(frame)
+
+    def __enter__(self) -> None:
+        self.depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self._held:
+            held, self._held = self._held, {}
+            for ws, frames in held.items():
+                ws._write(frames[0] if len(frames) == 1 else b"".join(frames), bounded=False)
+
+
 class WebSocket:
     """One client connection. The reader (one task) calls `receive`; anyone may call the
     `*_nowait` methods; `run_writer_in` gives it the nursery its on-demand writer runs in."""
 
     __slots__ = (
         "_buf",
+        "_cork",
         "_drained",
         "_failed",
         "_fd",
@@ -256,8 +293,10 @@ class WebSocket:
         outbox_size: int,
         outbox_bytes: int,
         raw_fd: int | None,
+        cork: Cork | None = None,
     ) -> None:
         self._stream = stream
+        self._cork = cork
         self._buf = b""  # received bytes; those before `_pos` are parsed already
         self._pos = 0
         self._pings = _PING_BURST
@@ -520,6 +559,10 @@ class WebSocket:
         if self.broken:
             return True
         if not self._queue and not self._writing and self._fd is not None:
+            cork = self._cork
+            if cork is not None and cork.depth:
+                cork.hold(self, frame)
+                return True
             try:
                 written = os.write(self._fd, frame)
             except BlockingIOError:
