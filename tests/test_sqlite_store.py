@@ -725,3 +725,46 @@ async def test_a_failing_on_commit_costs_no_write_its_reply(store: SqliteStore) 
 def test_commit_window_must_not_be_negative(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="commit_window_ms"):
         SqliteStore(tmp_path / "x.db", commit_window_ms=-1)
+
+
+async def test_a_batch_of_several_writes_is_reported_inside_reporting_a_lone_one_outside(
+    windowed: SqliteStore,
+) -> None:
+    class Recording:
+        depth = 0
+
+        def __enter__(self) -> None:
+            Recording.depth += 1
+
+        def __exit__(self, *exc_info: object) -> None:
+            Recording.depth -= 1
+            seen.append("exit")
+
+    seen: list[object] = []
+    windowed.reporting = Recording()
+    windowed.on_commit = lambda messages: seen.append(("fan-out", len(messages), Recording.depth))
+    g = await group(windowed, "alice")  # a commit now: the window runs for a second
+    await trio.sleep(1.05)  # idle again: the next write is committed at once, alone
+    await send(windowed, g.conversation_id, "alice", cmid="alone")
+    assert seen == [("fan-out", 1, 0)]
+    seen.clear()
+    finished = trio.Event()
+
+    def done(i: int, result: Outcome[Appended]) -> None:
+        seen.append(("ack", i, Recording.depth))
+        if i == 2:
+            finished.set()
+
+    for i in range(3):  # within the window that commit started: one batch
+        await windowed.append_soon(
+            conversation_id=g.conversation_id,
+            sender_id="alice",
+            client_msg_id=f"k{i}",
+            text="hi",
+            kind="user",
+            now_ms=1000,
+            done=partial(done, i),
+        )
+    with trio.fail_after(10):
+        await finished.wait()
+    assert seen == [("fan-out", 3, 1), ("ack", 0, 1), ("ack", 1, 1), ("ack", 2, 1), "exit"]

@@ -492,7 +492,9 @@ class SqliteStore:
 
     def _report(self, batch: list[_Write[Any]], committed: bool) -> None:
         """On the loop: a batch ended. Fan-out first, then every write's waiter."""
-        with self.reporting:
+        # A lone write is reported uncorked: its fan-out reaches each recipient as soon as
+        # it is written, rather than after the whole loop (coalescing needs two frames).
+        with self.reporting if len(batch) > 1 else nullcontext():
             if committed:
                 self._published(batch)
             for write in batch:

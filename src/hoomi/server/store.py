@@ -93,8 +93,9 @@ class Store(Protocol):
     delivery order is commit order. Must not raise or block."""
 
     reporting: AbstractContextManager[None]
-    """Each commit's `on_commit` and its writes' callbacks run inside ``with reporting:``
-    (the server's `Cork`: one batch's frames go out in one write per connection)."""
+    """A commit of several writes runs its `on_commit` and its writes' callbacks inside
+    ``with reporting:`` (the server's `Cork`: the batch's frames go out in one write per
+    connection). A lone write's are not held: its recipients get it as it is written."""
 
     async def open(self) -> None:
         """Connect and create or migrate the schema. Call once before anything else."""

@@ -6,7 +6,8 @@ recipient without an ``await`` per recipient. Here a server->client text frame i
 queued (a non-blocking ``os.write``), queueing it only on EAGAIN or a partial write; a writer
 task is started for that connection only while its queue is non-empty, so an idle
 connection costs one task (its reader). Order is kept: nothing bypasses a non-empty queue.
-Inside ``with cork:`` (a `Cork`; the server corks each commit batch's fan-out and acks),
+Inside ``with cork:`` (a `Cork`; the server corks the fan-out and acks of each commit that
+holds several messages),
 direct writes are held and each connection's go out in one ``os.write`` when the block ends.
 
 Why frames are parsed here, not by wsproto after the upgrade: wsproto's per-connection
