@@ -37,12 +37,13 @@ bench-setup:
     {{bin}}/python -m pip install -q -e '.[dev,bench]'
     cd bench/peers/node && npm ci --no-audit --no-fund
 
-# Benchmarks (never part of the test suite): the codec, then Hoomi against its peers in one
-# run (`just bench fanout --quick`, `just bench --servers hoomi node-ws`; see
-# `python -m bench --help`). Results land in bench/results/; docs/benchmarks.md is rebuilt.
+# Benchmarks (never part of the test suite): the codec and the store's writes, then Hoomi
+# against its peers in one run (`just bench fanout --quick`, `just bench --servers hoomi
+# node-ws`; see `python -m bench --help`). Results land in bench/results/; docs/benchmarks.md is rebuilt.
 bench *args:
     mkdir -p bench/results
     {{bin}}/python bench/bench_codec.py --json bench/results/codec.json
+    {{bin}}/python bench/bench_writer.py --json bench/results/writer.json
     {{bin}}/python -m bench {{args}}
     {{bin}}/python -m bench.report
 

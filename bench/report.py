@@ -125,6 +125,7 @@ def _rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "p50/p99 ms @20 msg/s",
             "server CPU % @max",
             "load CPU % @max",
+            "server / load CPU % at the lowest rate not sustained",
             "server CPU us/delivery",
             "features",
         ]
@@ -132,7 +133,7 @@ def _rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         mine = servers.get("hoomi", {}).get("max_sustained_deliveries_per_s")
         for name, r in servers.items():
             if not _ok(r):
-                rows.append([name, "failed: " + r.get("error", "")[:60]] + [""] * 7)
+                rows.append([name, "failed: " + r.get("error", "")[:60]] + [""] * 8)
                 continue
             at = sorted(
                 (s for s in r["steps"] if s["ok"] and s["rate_msgs"] <= 100),
@@ -142,6 +143,10 @@ def _rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 (s for s in r["steps"] if s["ok"]),
                 key=lambda s: s["deliveries_per_s"],
                 default=r["steps"][0],
+            )
+            # Which core ran out where the rise stopped: the server's, or the load's.
+            stop = min(
+                (s for s in r["steps"] if not s["ok"]), key=lambda s: s["rate_msgs"], default=None
             )
             f5, f20 = r["fixed"]["5"], r["fixed"]["20"]
             ratio = (
@@ -158,6 +163,9 @@ def _rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     f"{_f(f20['p50_ms'], 1)} / {_f(f20['p99_ms'], 1)}",
                     _f(best["server_cpu_pct"]),
                     _f(best["load_cpu_pct"]),
+                    f"{_f(stop['server_cpu_pct'])} / {_f(stop['load_cpu_pct'])}"
+                    if stop
+                    else "n/a (every step sustained)",
                     f"{at[0]['server_cpu_us_per_delivery']:.2f} @{at[0]['rate_msgs']:g}"
                     if at
                     else "n/a",

@@ -28,6 +28,22 @@ def test_codec_benchmark_runs_and_writes_its_figures(tmp_path: pathlib.Path) -> 
     assert all(value > 0 for value in result["us_per_message"].values())
 
 
+def test_store_write_benchmark_runs_and_writes_its_figures(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "writer.json"
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_writer.py"), "--quick", "--json", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    lines = orjson.loads(out.read_bytes())["lines"]
+    assert {(line["synchronous"], line["batch"]) for line in lines} == {
+        (sync, batch) for sync in ("full", "normal") for batch in (1, 10, 30)
+    }
+    for line in lines:  # batches of exactly `batch` writes: batch_max and a long window
+        assert line["commits"] == line["messages"] // line["batch"]
+        assert line["writer_us_per_msg"] >= 0
+
+
 def test_benchmark_harness_runs_a_tiny_hoomi_fanout_and_storm(tmp_path: pathlib.Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any
+
+import pytest
 
 from harness import running_server
 
@@ -106,3 +109,42 @@ async def test_replies_overtake_an_ack_waiting_for_its_commit(tmp_path: pathlib.
             ("ack", "s1", 2),
             ("ack", "s2", 3),
         ]
+
+
+async def test_a_commit_of_several_messages_reaches_each_member_in_one_write(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three sends held by a long commit window commit together; the report is corked, so bob
+    # gets the three `message` events in one writev and alice her events and acks in another.
+    writes: list[int] = []  # buffers per writev
+
+    def counting_writev(fd: int, buffers: list[bytes]) -> int:
+        writes.append(len(buffers))
+        return os_writev(fd, buffers)
+
+    os_writev = os.writev
+    async with running_server(tmp_path, sqlite_commit_window_ms=1000) as hoomi:
+        group = await hoomi.store.create_conversation(
+            kind="group", members=["alice", "bob"], title="team", now_ms=0
+        )
+        cid = group.conversation_id
+        alice = await hoomi.connect("alice")
+        bob = await hoomi.connect("bob")
+        await alice.expect("presence")
+        await hoomi.store.create_conversation(kind="group", members=["carol"], title=None, now_ms=0)
+        monkeypatch.setattr(os, "writev", counting_writev)
+        for i in range(3):
+            await alice.send(
+                {
+                    "type": "send",
+                    "id": f"s{i}",
+                    "conversation_id": cid,
+                    "client_msg_id": f"k{i}",
+                    "text": f"m{i}",
+                }
+            )
+        events = [await bob.expect("message") for _ in range(3)]
+        assert [e["message"]["seq"] for e in events] == [1, 2, 3]
+        own = [await alice.recv() for _ in range(6)]
+        assert sorted(f["type"] for f in own) == ["ack"] * 3 + ["message"] * 3
+        assert sorted(writes) == [3, 6]

@@ -71,7 +71,8 @@ class Server:
         self.settings = settings
         self.store = store
         self.fanout = fanout
-        # Each commit batch's fan-out and acks run corked: one write per connection.
+        # The store reports to this server (one store serves one server): fan-out on commit,
+        # and a commit of several writes reported corked, one write per connection.
         self.cork = Cork()
         store.on_commit = self.on_commit
         store.reporting = self.cork

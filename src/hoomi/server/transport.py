@@ -6,9 +6,9 @@ recipient without an ``await`` per recipient. Here a server->client text frame i
 queued (a non-blocking ``os.write``), queueing it only on EAGAIN or a partial write; a writer
 task is started for that connection only while its queue is non-empty, so an idle
 connection costs one task (its reader). Order is kept: nothing bypasses a non-empty queue.
-Inside ``with cork:`` (a `Cork`; the server corks the fan-out and acks of each commit that
-holds several messages),
-direct writes are held and each connection's go out in one ``os.write`` when the block ends.
+Inside ``with cork:`` (a `Cork`: the server corks the report of each commit of several
+writes, its fan-out and acks), direct writes are held, and each connection's go out in one
+``os.writev`` when the block ends.
 
 Why frames are parsed here, not by wsproto after the upgrade: wsproto's per-connection
 state costs ~4.8 KB and a generator and event objects per frame; client->server framing
@@ -39,6 +39,8 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from . import logs
+
 _RECEIVE_CHUNK = 65536
 
 
@@ -54,6 +56,7 @@ def text_frame(payload: bytes) -> bytes:
 
 _CLOSE_REASON_BYTES = 123  # a control frame holds 125 bytes, 2 of them the code
 _WRITE_BATCH = 256 * 1024  # bytes of queued frames joined into one write
+_IOV_MAX = 1024  # buffers per writev (Linux's limit)
 _MAX_FRAGMENTS = 1024  # per message: fragments cost memory even when empty
 _PINGS_PER_S, _PING_BURST = 5.0, 10.0  # pings answered per connection
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -224,12 +227,14 @@ Incoming = Text | Binary | TooBig | Invalid | Closed
 
 class Cork:
     """Holds what is written to sockets inside ``with cork:`` and writes each socket's frames
-    in one ``os.write`` when the outermost block ends.
+    with one ``os.writev`` when the outermost block ends.
 
-    A commit batch's message events and acks for one connection then cost one system call
-    and one loopback segment instead of one each. Only writes that would go straight to the
-    socket are held (nothing is queued before them); the block must not await, so it holds
-    at most what one synchronous burst (one commit batch) produces.
+    A commit's message events and acks for one connection then cost one system call and one
+    loopback segment instead of one each. Only writes that would go straight to the socket
+    are held (nothing queued before them, plain TCP); they are as many as the block wrote, so
+    the block must not await: it holds what one synchronous burst (one commit's report)
+    produces. What the socket does not take at the end is queued frame by frame, and the
+    outbox bound applies from the next write on.
     """
 
     __slots__ = ("_held", "depth")
@@ -253,7 +258,11 @@ class Cork:
         if self.depth == 0 and self._held:
             held, self._held = self._held, {}
             for ws, frames in held.items():
-                ws._write(frames[0] if len(frames) == 1 else b"".join(frames), bounded=False)
+                try:
+                    ws._write_held(frames)
+                except Exception:  # a commit's report runs where nothing may raise
+                    ws.broken = True
+                    logs.failure("cork_flush_failed")
 
 
 class WebSocket:
@@ -589,6 +598,34 @@ class WebSocket:
         self._queued_bytes += len(frame)
         self._start_writer()
         return True
+
+    def _write_held(self, frames: list[bytes]) -> None:
+        """Write what a `Cork` held, in order: one ``writev`` per `_IOV_MAX` frames; what
+        the socket does not take is queued."""
+        if self._queue or self._writing or self._fd is None:
+            for frame in frames:  # not reached: frames are held only when these are unset
+                self._write(frame, bounded=False)
+            return
+        sent = 0
+        while sent < len(frames) and not self.broken:
+            chunk = frames[sent : sent + _IOV_MAX]
+            try:
+                written = os.writev(self._fd, chunk)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                self.broken = True
+                return
+            for frame in chunk:
+                if written < len(frame):
+                    # The socket is full: the rest goes to the queue (behind this frame's
+                    # unwritten part) and out through the writer.
+                    self._write(frame[written:], bounded=False)
+                    for rest in frames[sent + 1 :]:
+                        self._write(rest, bounded=False)
+                    return
+                written -= len(frame)
+                sent += 1
 
     def _start_writer(self) -> None:
         if self._writing or self._nursery is None:
