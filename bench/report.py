@@ -16,11 +16,15 @@ from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ORDER = ("fanout", "chat", "durable", "idle", "storm")
-COMMAND = "just bench   # = .venv/bin/python -m bench, then python -m bench.report"
+COMMAND = "just bench   # bench_codec.py, bench_writer.py, python -m bench, then bench.report"
 
 
 def write_json(path: pathlib.Path, results: dict[str, Any]) -> None:
     path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+
+
+def _load(path: pathlib.Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _ok(server: dict[str, Any] | None) -> bool:
@@ -460,6 +464,8 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
             "```",
             "",
         ]
+    codec = _load(results_dir / "codec.json")
+    writer = _load(results_dir / "writer.json")
     if loaded:
         out += ["## Targets (issue 5)", "", "| scenario | target | value | limit | verdict |"]
         out.append("|---|---|---|---|---|")
@@ -471,6 +477,13 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
                     f"| {results['scenario']} | {t['target']} | {_f(t['value'], 2)} "
                     f"| {sign} {t['limit']:g} | {verdict} |"
                 )
+        if codec:
+            for name, limit in codec["targets_us"].items():
+                value = codec["us_per_message"][name]
+                verdict = "met" if value <= limit else "**missed**"
+                out.append(
+                    f"| codec | {name} (us/message) | {value:.2f} | <= {limit:g} | {verdict} |"
+                )
         out.append("")
     for results in loaded:
         scenario = results["scenario"]
@@ -480,6 +493,37 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
         if png.exists():
             shutil.copyfile(png, images / png.name)
             out += [f"![{scenario}](benchmarks/{png.name})", ""]
+    if codec:
+        out += [
+            "## codec (`bench/bench_codec.py`)",
+            "",
+            f"A {codec['frame_bytes']}-byte `send`, in-process, best of repeats.",
+            "",
+            "| measure | us/message |",
+            "|---|---|",
+            *(f"| {name} | {value:.2f} |" for name, value in codec["us_per_message"].items()),
+            *(f"| {name} | {ratio:.1f}x |" for name, ratio in codec["ratios"].items()),
+            "",
+        ]
+    if writer:
+        out += [
+            "## store writes (`bench/bench_writer.py`)",
+            "",
+            f"SQLite appends of {writer['text_chars']}-character messages to "
+            f"{writer['conversations']:,} direct conversations, committed in batches of "
+            "exactly B writes; CPU per message of the store's writer thread and of the rest "
+            "of the process (the loop: queueing, commit reports). synchronous=full is the "
+            "default (an fsync per commit); normal shows what the fsync costs.",
+            "",
+            "| synchronous | batch | writer thread CPU us/msg | loop CPU us/msg | wall us/msg |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {w['synchronous']} | {w['batch']} | {w['writer_us_per_msg']:.1f} "
+                f"| {w['loop_us_per_msg']:.1f} | {w['wall_us_per_msg']:.1f} |"
+                for w in writer["lines"]
+            ),
+            "",
+        ]
     # The optimization log and the analysis of misses are written by people, kept beside
     # the harness, and carried into the generated page.
     notes = pathlib.Path(__file__).with_name("NOTES.md")
