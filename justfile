@@ -39,11 +39,12 @@ bench-setup:
 
 # Benchmarks (never part of the test suite): the codec and the store's writes, then Hoomi
 # against its peers in one run (`just bench fanout --quick`, `just bench --servers hoomi
-# node-ws`; see `python -m bench --help`). Results land in bench/results/; docs/benchmarks.md is rebuilt.
+# node-ws`; see `python -m bench --help`; `--quick` shortens the micro-benchmarks too).
+# Results land in bench/results/; docs/benchmarks.md is rebuilt.
 bench *args:
     mkdir -p bench/results
-    {{bin}}/python bench/bench_codec.py --json bench/results/codec.json
-    {{bin}}/python bench/bench_writer.py --json bench/results/writer.json
+    {{bin}}/python bench/bench_codec.py --json bench/results/codec.json {{ if args =~ '(^| )--quick( |$)' { '--quick' } else { '' } }}
+    {{bin}}/python bench/bench_writer.py --json bench/results/writer.json {{ if args =~ '(^| )--quick( |$)' { '--quick' } else { '' } }}
     {{bin}}/python -m bench {{args}}
     {{bin}}/python -m bench.report
 

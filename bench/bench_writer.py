@@ -3,10 +3,11 @@
 The chat scenario's store cost, alone: 5,000 direct conversations, 100-character messages
 appended with `append_soon` by random members, committed in batches of exactly B (`batch_max`
 = B and a window long enough that only a full batch commits). Each line gives the writer
-thread's CPU per message (psutil, the thread named hoomi-sqlite-writer) and the rest of the
+thread's CPU per message (the thread named hoomi-sqlite-writer) and the rest of the
 process's (the loop: queueing and the commit reports), with synchronous=full (an fsync per
-commit, the default) and normal (none: the difference is the fsync's CPU). Fresh copies of
-one seeded database; in-process; one run, so compare lines within it.
+commit, the default) and normal (none: the difference is the fsync's CPU). Thread CPU clocks
+(nanoseconds); fresh copies of one seeded database; in-process; one run, so compare lines
+within it.
 
     python bench/bench_writer.py [--json out.json] [--quick]
 """
@@ -16,15 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import platform
 import random
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
 from typing import Any
 
 import outcome
-import psutil
 import trio
 
 from hoomi.server.sqlite_store import SqliteStore, Synchronous
@@ -57,24 +59,26 @@ async def _seed(db: pathlib.Path, pairs: int) -> list[str]:
 
 
 def _cpu_s() -> tuple[float, float]:
-    """(the writer thread's CPU seconds, the whole process's)."""
+    """(the writer thread's CPU seconds, the whole process's, exited threads included)."""
     writer = next(t for t in threading.enumerate() if t.name == "hoomi-sqlite-writer")
-    assert writer.native_id is not None  # Linux has native thread ids
-    times = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
-    return times[writer.native_id], sum(times.values())
+    assert writer.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(writer.ident)), time.process_time()
 
 
 async def _appends(
     db: pathlib.Path, pairs: list[str], synchronous: Synchronous, batch: int, messages: int
 ) -> dict[str, Any]:
+    assert messages % batch == 0, "a last, partial batch would wait out the window"
     store = SqliteStore(db, synchronous=synchronous, batch_max=batch, commit_window_ms=60_000)
     await store.open()
     left = messages
+    failures: list[BaseException] = []
     finished = trio.Event()
 
     def done(result: outcome.Outcome[Appended]) -> None:
         nonlocal left
-        result.unwrap()
+        if isinstance(result, outcome.Error):
+            failures.append(result.error)
         left -= 1
         if not left:
             finished.set()
@@ -92,25 +96,30 @@ async def _appends(
             now_ms=1,
         )
         commits_before = store.commits
-        writer_before, process_before = _cpu_s()
-        started = time.perf_counter()
+        # The messages are made before the clock starts: only the store's work is measured.
+        appends = []
         for i in range(messages):
             k = rnd.randrange(len(pairs))
+            appends.append((pairs[k], f"u{2 * k + rnd.randrange(2)}", f"m{i}"))
+        writer_before, process_before = _cpu_s()
+        started = time.perf_counter()
+        for conversation_id, sender_id, client_msg_id in appends:
             await store.append_soon(
-                conversation_id=pairs[k],
-                sender_id=f"u{2 * k + rnd.randrange(2)}",
-                client_msg_id=f"m{i}",
+                conversation_id=conversation_id,
+                sender_id=sender_id,
+                client_msg_id=client_msg_id,
                 text=TEXT,
                 kind="user",
                 now_ms=1,
                 done=done,
             )
-        with trio.fail_after(120):
-            await finished.wait()
+        await finished.wait()
         wall = time.perf_counter() - started
         writer_after, process_after = _cpu_s()
     finally:
         await store.aclose()
+    if failures:
+        raise failures[0]
     writer = writer_after - writer_before
     return {
         "synchronous": synchronous,
@@ -125,7 +134,8 @@ async def _appends(
 
 async def run(quick: bool) -> dict[str, Any]:
     pairs = 200 if quick else PAIRS
-    with tempfile.TemporaryDirectory() as tmp:
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with trio.fail_after(30 if quick else 300), tempfile.TemporaryDirectory() as tmp:
         seeded = pathlib.Path(tmp) / "seeded.db"
         conversations = await _seed(seeded, pairs)
         lines = []
@@ -135,7 +145,14 @@ async def run(quick: bool) -> dict[str, Any]:
                 db = pathlib.Path(tmp) / f"run-{synchronous}-{batch}.db"
                 shutil.copy(seeded, db)
                 lines.append(await _appends(db, conversations, synchronous, batch, messages))
-    return {"conversations": pairs, "text_chars": len(TEXT), "lines": lines}
+    return {
+        "started_at": started_at,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "conversations": pairs,
+        "text_chars": len(TEXT),
+        "lines": lines,
+    }
 
 
 def main() -> None:

@@ -129,7 +129,7 @@ def _rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "p50/p99 ms @20 msg/s",
             "server CPU % @max",
             "load CPU % @max",
-            "server / load CPU % at the lowest rate not sustained",
+            "server / load CPU % (their cores busy %) at the lowest rate not sustained",
             "server CPU us/delivery",
             "features",
         ]
@@ -148,7 +148,8 @@ def _rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 key=lambda s: s["deliveries_per_s"],
                 default=r["steps"][0],
             )
-            # Which core ran out where the rise stopped: the server's, or the load's.
+            # Where the rise stopped: the processes' CPU, and their cores' (the kernel's
+            # loopback work included), to tell which side ran out, if one did.
             stop = min(
                 (s for s in r["steps"] if not s["ok"]), key=lambda s: s["rate_msgs"], default=None
             )
@@ -167,7 +168,8 @@ def _rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     f"{_f(f20['p50_ms'], 1)} / {_f(f20['p99_ms'], 1)}",
                     _f(best["server_cpu_pct"]),
                     _f(best["load_cpu_pct"]),
-                    f"{_f(stop['server_cpu_pct'])} / {_f(stop['load_cpu_pct'])}"
+                    f"{_f(stop['server_cpu_pct'])} / {_f(stop['load_cpu_pct'])} "
+                    f"({' / '.join(_f(c) for c in stop['core_busy_pct'])})"
                     if stop
                     else "n/a (every step sustained)",
                     f"{at[0]['server_cpu_us_per_delivery']:.2f} @{at[0]['rate_msgs']:g}"
@@ -482,7 +484,8 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
                 value = codec["us_per_message"][name]
                 verdict = "met" if value <= limit else "**missed**"
                 out.append(
-                    f"| codec | {name} (us/message) | {value:.2f} | <= {limit:g} | {verdict} |"
+                    f"| codec (issue 2) | {name} (us/message) | {value:.2f} | <= {limit:g} "
+                    f"| {verdict} |"
                 )
         out.append("")
     for results in loaded:
@@ -513,7 +516,9 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
             f"{writer['conversations']:,} direct conversations, committed in batches of "
             "exactly B writes; CPU per message of the store's writer thread and of the rest "
             "of the process (the loop: queueing, commit reports). synchronous=full is the "
-            "default (an fsync per commit); normal shows what the fsync costs.",
+            "default (an fsync per commit); normal shows what the fsync costs. One run "
+            f"(started {writer.get('started_at', '?')}, Python {writer.get('python', '?')}, "
+            f"SQLite {writer.get('sqlite', '?')}): compare its lines with each other.",
             "",
             "| synchronous | batch | writer thread CPU us/msg | loop CPU us/msg | wall us/msg |",
             "|---|---|---|---|---|",

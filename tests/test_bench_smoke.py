@@ -30,11 +30,14 @@ def test_codec_benchmark_runs_and_writes_its_figures(tmp_path: pathlib.Path) -> 
 
 def test_store_write_benchmark_runs_and_writes_its_figures(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "writer.json"
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bench_writer.py"), "--quick", "--json", str(out)],
-        check=True,
         capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
     )
+    assert done.returncode == 0, done.stderr
     lines = orjson.loads(out.read_bytes())["lines"]
     assert {(line["synchronous"], line["batch"]) for line in lines} == {
         (sync, batch) for sync in ("full", "normal") for batch in (1, 10, 30)
