@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from outcome import Outcome
 
 from hoomi.protocol.messages import ChatMessage
-from hoomi.server.sqlite_store import SCHEMA_VERSION, SqliteStore
+from hoomi.server.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from hoomi.server.store import (
     Appended,
     ConversationInfo,
@@ -312,6 +312,45 @@ async def test_durable_across_reopen(tmp_path: pathlib.Path) -> None:
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    check.close()
+
+
+async def test_a_version_1_database_is_migrated_with_its_messages(tmp_path: pathlib.Path) -> None:
+    # Version 1 kept latest_seq with an UPDATE per append; version 2 has a trigger do it.
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as old:
+        for statement in _MIGRATIONS[0]:
+            old.execute(statement)
+        old.execute(
+            "INSERT INTO conversations (id, kind, created_at, latest_seq)"
+            " VALUES ('c', 'group', 1, 2)"
+        )
+        old.executemany(
+            "INSERT INTO members (conversation_id, user_id) VALUES ('c', ?)", [("alice",), ("bob",)]
+        )
+        old.executemany(
+            "INSERT INTO messages (conversation_id, seq, message_id, sender_id, kind,"
+            " client_msg_id, text, sent_at) VALUES ('c', ?, ?, 'alice', 'user', ?, 'hi', 1)",
+            [(1, "m_1", "k1"), (2, "m_2", "k2")],
+        )
+        old.execute("PRAGMA user_version = 1")
+    old.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert (await send(store, "c", "bob", cmid="k3")).message.seq == 3
+        assert (await send(store, "c", "alice", cmid="k2")).duplicate  # stored under v1
+        assert (await store.conversation("c")).latest_seq == 3
+        page = await store.history("c", limit=10)
+        assert [(m.seq, m.sender_id) for m in page.messages] == [
+            (1, "alice"),
+            (2, "alice"),
+            (3, "bob"),
+        ]
+    finally:
+        await store.aclose()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     check.close()
 
 

@@ -101,6 +101,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # gap-free; this index makes that a scan of the user's own recent messages only.
         "CREATE INDEX messages_by_sender ON messages (conversation_id, sender_id, seq)",
     ),
+    (
+        # latest_seq follows each stored message inside its INSERT: an append is then one
+        # statement, atomic without a savepoint of its own in a batch.
+        """CREATE TRIGGER messages_latest_seq AFTER INSERT ON messages BEGIN
+            UPDATE conversations SET latest_seq = max(latest_seq, NEW.seq)
+            WHERE id = NEW.conversation_id;
+        END""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -199,7 +207,8 @@ def _appending(
             text=text,
             sent_at=now_ms,
         )
-        # The idempotency key decides in the same statement: a retry inserts nothing.
+        # The idempotency key decides in the same statement: a retry inserts nothing. The
+        # INSERT (its trigger moves latest_seq) is this write's only change: atomic.
         if not conn.execute(_INSERT_MESSAGE, attrs.astuple(message)).rowcount:
             row = conn.execute(
                 f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
@@ -207,10 +216,6 @@ def _appending(
                 (conversation_id, sender_id, client_msg_id),
             ).fetchone()
             return Appended(message=_message(row), duplicate=True)
-        conn.execute(
-            "UPDATE conversations SET latest_seq = ? WHERE id = ?",
-            (message.seq, conversation_id),
-        )
         return Appended(message=message, duplicate=False)
 
     return insert
@@ -222,15 +227,20 @@ class _State(enum.Enum):
 
 
 class _Write(Generic[T]):
-    __slots__ = ("done", "fn", "result", "state")
+    __slots__ = ("atomic", "done", "fn", "result", "state")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], T],
         done: Callable[[outcome.Outcome[T]], None] | None = None,
+        *,
+        atomic: bool = False,
     ) -> None:
         self.fn = fn
         self.done = done  # called on the loop with the result; None: nobody waits any more
+        # True: `fn` changes the database in one statement at most, so when it fails it has
+        # changed nothing, and it needs no savepoint of its own in a batch.
+        self.atomic = atomic
         self.state = _State.QUEUED
         self.result: outcome.Outcome[T] | None = None
 
@@ -406,7 +416,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite read failed: {exc}") from exc
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, atomic: bool = False) -> T:
         """Queue `fn` for the next batch and return its result once that batch committed.
 
         Cancelled while still queued, the write is withdrawn (never written); cancelled
@@ -415,7 +425,7 @@ class SqliteStore:
         """
         self._check_open()
         task = trio.lowlevel.current_task()
-        write: _Write[T] = _Write(fn, partial(trio.lowlevel.reschedule, task))
+        write: _Write[T] = _Write(fn, partial(trio.lowlevel.reschedule, task), atomic=atomic)
         self._enqueue(write)
 
         def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
@@ -432,7 +442,11 @@ class SqliteStore:
         return result
 
     async def _write_soon(
-        self, fn: Callable[[sqlite3.Connection], T], done: Callable[[outcome.Outcome[T]], None]
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        done: Callable[[outcome.Outcome[T]], None],
+        *,
+        atomic: bool = False,
     ) -> None:
         """Queue `fn` and return; `done` gets its outcome on the loop once its batch ended.
 
@@ -445,7 +459,7 @@ class SqliteStore:
             self._check_open()
             await self._room.wait()
         self._check_open()
-        self._enqueue(_Write(fn, done))
+        self._enqueue(_Write(fn, done, atomic=atomic))
 
     def _enqueue(self, write: _Write[Any]) -> None:
         with self._wake:
@@ -543,7 +557,7 @@ class SqliteStore:
                     batch[0].result = self._alone(conn, batch[0].fn)
                 else:
                     for write in batch:
-                        write.result = self._savepoint(conn, write.fn)
+                        write.result = self._savepoint(conn, write.fn, write.atomic)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -573,8 +587,13 @@ class SqliteStore:
             return outcome.Error(exc)
 
     @staticmethod
-    def _savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> Any:
-        conn.execute("SAVEPOINT w")
+    def _savepoint(
+        conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], atomic: bool
+    ) -> Any:
+        """One write of a batch of several. Its own failure undoes just it: through a
+        savepoint, or by itself if it is `atomic` (its one statement changed nothing)."""
+        if not atomic:
+            conn.execute("SAVEPOINT w")
         error: Exception
         try:
             result = fn(conn)
@@ -585,11 +604,13 @@ class SqliteStore:
         except Exception as exc:  # StoreError, or a bug confined to this one write
             error = exc
         else:
-            conn.execute("RELEASE w")
+            if not atomic:
+                conn.execute("RELEASE w")
             return outcome.Value(result)
         # This write's own failure: undo just it; the rest of the batch goes on.
-        conn.execute("ROLLBACK TO w")
-        conn.execute("RELEASE w")
+        if not atomic:
+            conn.execute("ROLLBACK TO w")
+            conn.execute("RELEASE w")
         return outcome.Error(error)
 
     # -- conversations ----------------------------------------------------------------------
@@ -763,7 +784,7 @@ class SqliteStore:
         client_msg_id) returns the stored message with duplicate=True and writes nothing.
         """
         return await self._write(
-            _appending(conversation_id, sender_id, client_msg_id, text, kind, now_ms)
+            _appending(conversation_id, sender_id, client_msg_id, text, kind, now_ms), atomic=True
         )
 
     async def append_soon(
@@ -780,7 +801,9 @@ class SqliteStore:
         """`append` without waiting for the commit: `done` gets what `append` would return or
         raise, on the loop, after `on_commit`. Waits only for room in the queue."""
         await self._write_soon(
-            _appending(conversation_id, sender_id, client_msg_id, text, kind, now_ms), done
+            _appending(conversation_id, sender_id, client_msg_id, text, kind, now_ms),
+            done,
+            atomic=True,
         )
 
     async def history(
