@@ -350,7 +350,9 @@ async def test_a_version_1_database_is_migrated_with_its_messages(tmp_path: path
     finally:
         await store.aclose()
     with sqlite3.connect(path) as check:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        triggers = check.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        assert ("messages_latest_seq",) in triggers.fetchall()
     check.close()
 
 
@@ -440,6 +442,70 @@ async def test_one_failure_does_not_fail_its_batch(store: SqliteStore) -> None:
     assert refused == ["mallory"]
     assert sorted(ok) == list(range(1, 50))
     assert store.commits - commits_before < 50  # really batched together
+
+
+async def test_an_append_refused_by_a_constraint_changes_nothing_and_fails_alone(
+    windowed: SqliteStore, tmp_path: pathlib.Path
+) -> None:
+    # Appends run in a batch without a savepoint: SQLite undoes the failing INSERT and its
+    # trigger. A latest_seq set back by hand makes A's next seq collide with a stored one.
+    a, b = await group(windowed, "alice"), await group(windowed, "bob")
+    first = await send(windowed, a.conversation_id, "alice")  # a commit: the window runs
+    with sqlite3.connect(tmp_path / "w.db") as side:
+        side.execute("UPDATE conversations SET latest_seq = 0 WHERE id = ?", (a.conversation_id,))
+    side.close()
+    seqs: dict[str, int] = {}
+    refused: dict[str, str] = {}
+
+    async def one(key: str, cid: str, sender: str) -> None:
+        try:
+            seqs[key] = (await send(windowed, cid, sender, cmid=key)).message.seq
+        except StoreUnavailable as exc:
+            refused[key] = str(exc)
+
+    before = windowed.commits
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "b1", b.conversation_id, "bob")
+        nursery.start_soon(one, "a", a.conversation_id, "alice")
+        nursery.start_soon(one, "b2", b.conversation_id, "bob")
+    assert windowed.commits - before == 1
+    assert sorted(seqs.values()) == [1, 2]
+    assert set(seqs) == {"b1", "b2"}
+    assert list(refused) == ["a"]
+    assert "constraint failed" in refused["a"]
+    assert (await windowed.conversation(a.conversation_id)).latest_seq == 0  # as set by hand
+    assert (await windowed.history(a.conversation_id, limit=10)).messages == (first.message,)
+
+
+async def test_a_bug_after_an_appends_insert_fails_its_whole_batch(
+    windowed: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a savepoint only the transaction's rollback can undo a stored row, so an
+    # exception raised after the INSERT fails every write of the batch, and none is stored.
+    g = await group(windowed, "alice")
+    await send(windowed, g.conversation_id, "alice", cmid="before")  # the window runs
+
+    def appended(*, message: ChatMessage, duplicate: bool) -> Appended:
+        if message.text == "boom":
+            raise RuntimeError("a bug after the INSERT")
+        return Appended(message=message, duplicate=duplicate)
+
+    monkeypatch.setattr("hoomi.server.sqlite_store.Appended", appended)
+    failed: list[str] = []
+
+    async def one(text: str) -> None:
+        try:
+            await send(windowed, g.conversation_id, "alice", text=text)
+        except StoreUnavailable:
+            failed.append(text)
+
+    async with trio.open_nursery() as nursery:
+        for text in ("ok", "boom", "ok too"):
+            nursery.start_soon(one, text)
+    assert sorted(failed) == ["boom", "ok", "ok too"]
+    page = await windowed.history(g.conversation_id, limit=10)
+    assert [m.client_msg_id for m in page.messages] == ["before"]
+    assert (await windowed.conversation(g.conversation_id)).latest_seq == 1
 
 
 async def test_batch_max_bounds_a_transaction(tmp_path: pathlib.Path) -> None:

@@ -8,13 +8,14 @@ for fsync and `BEGIN IMMEDIATE` may wait `busy_timeout_ms` for another process's
 
 Group commit: every write (append, mark_read, create, membership) is queued. The writer
 thread takes up to `batch_max` queued writes into ONE transaction (one fsync), each inside
-its own SAVEPOINT, so one write's failure (say `NotAMember`) rolls back and fails only that
-write; it commits at most once per `commit_window_ms` while writes keep coming, so under
-load writes arriving within the window or during a commit ride the next one. Each batch's
-outcome comes back to the loop in one `run_sync_soon` call, which runs `on_commit` and then
-reports to each write: an awaited write's task resumes with its result; a write queued by
-`append_soon` has its callback called, so a connection's reader goes on reading while its
-message commits, and no Trio task waits, sleeps or wakes for it.
+its own SAVEPOINT (appends excepted: their one changing statement is atomic by itself), so
+one write's failure (say `NotAMember`) rolls back and fails only that write; it commits at
+most once per `commit_window_ms` while writes keep coming, so under load writes arriving
+within the window or during a commit ride the next one. Each batch's outcome comes back to
+the loop in one `run_sync_soon` call, which runs `on_commit` and then reports to each write:
+an awaited write's task resumes with its result; a write queued by `append_soon` has its
+callback called, so a connection's reader goes on reading while its message commits, and no
+Trio task waits, sleeps or wakes for it.
 
 Durability (`synchronous`): "full" (default) fsyncs the WAL at every commit, so an acked
 message survives power loss or an OS crash. "normal" skips that fsync: the database stays
@@ -102,8 +103,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX messages_by_sender ON messages (conversation_id, sender_id, seq)",
     ),
     (
-        # latest_seq follows each stored message inside its INSERT: an append is then one
-        # statement, atomic without a savepoint of its own in a batch.
+        # latest_seq follows each stored message inside its INSERT: an append then changes
+        # the database in one statement, atomic without a savepoint of its own in a batch.
         """CREATE TRIGGER messages_latest_seq AFTER INSERT ON messages BEGIN
             UPDATE conversations SET latest_seq = max(latest_seq, NEW.seq)
             WHERE id = NEW.conversation_id;
@@ -238,8 +239,8 @@ class _Write(Generic[T]):
     ) -> None:
         self.fn = fn
         self.done = done  # called on the loop with the result; None: nobody waits any more
-        # True: `fn` changes the database in one statement at most, so when it fails it has
-        # changed nothing, and it needs no savepoint of its own in a batch.
+        # True: `fn` changes the database in one statement at most and raises nothing after
+        # it, so when it fails it has changed nothing: no savepoint of its own in a batch.
         self.atomic = atomic
         self.state = _State.QUEUED
         self.result: outcome.Outcome[T] | None = None
@@ -594,6 +595,7 @@ class SqliteStore:
         savepoint, or by itself if it is `atomic` (its one statement changed nothing)."""
         if not atomic:
             conn.execute("SAVEPOINT w")
+        changes = conn.total_changes  # trigger changes included; an aborted statement's not
         error: Exception
         try:
             result = fn(conn)
@@ -602,6 +604,8 @@ class SqliteStore:
         except sqlite3.Error:
             raise  # I/O error, disk full, corruption: the whole batch fails
         except Exception as exc:  # StoreError, or a bug confined to this one write
+            if atomic and conn.total_changes != changes:
+                raise  # a bug after its change: only the whole batch's rollback undoes it
             error = exc
         else:
             if not atomic:
