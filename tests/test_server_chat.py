@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Any
 
-import pytest
-
-from harness import running_server
+from harness import Client, running_server
 
 
 async def test_two_clients_authenticate_chat_and_see_each_other(tmp_path: pathlib.Path) -> None:
@@ -87,16 +84,7 @@ async def test_replies_overtake_an_ack_waiting_for_its_commit(tmp_path: pathlib.
         alice = await hoomi.connect("alice")
         cid = group.conversation_id
         await hoomi.store.create_conversation(kind="group", members=["bob"], title=None, now_ms=0)
-        for i in range(3):
-            await alice.send(
-                {
-                    "type": "send",
-                    "id": f"s{i}",
-                    "conversation_id": cid,
-                    "client_msg_id": f"k{i}",
-                    "text": f"m{i}",
-                }
-            )
+        await _sends(alice, cid, 3)
         await alice.send({"type": "ping", "id": "p"})
         replies: list[dict[str, Any]] = []
         while len(replies) < 4:
@@ -112,17 +100,10 @@ async def test_replies_overtake_an_ack_waiting_for_its_commit(tmp_path: pathlib.
 
 
 async def test_a_commit_of_several_messages_reaches_each_member_in_one_write(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: pathlib.Path, writev_calls: list[int]
 ) -> None:
     # Three sends held by a long commit window commit together; the report is corked, so bob
     # gets the three `message` events in one writev and alice her events and acks in another.
-    writes: list[int] = []  # buffers per writev
-
-    def counting_writev(fd: int, buffers: list[bytes]) -> int:
-        writes.append(len(buffers))
-        return os_writev(fd, buffers)
-
-    os_writev = os.writev
     async with running_server(tmp_path, sqlite_commit_window_ms=1000) as hoomi:
         group = await hoomi.store.create_conversation(
             kind="group", members=["alice", "bob"], title="team", now_ms=0
@@ -132,19 +113,24 @@ async def test_a_commit_of_several_messages_reaches_each_member_in_one_write(
         bob = await hoomi.connect("bob")
         await alice.expect("presence")
         await hoomi.store.create_conversation(kind="group", members=["carol"], title=None, now_ms=0)
-        monkeypatch.setattr(os, "writev", counting_writev)
-        for i in range(3):
-            await alice.send(
-                {
-                    "type": "send",
-                    "id": f"s{i}",
-                    "conversation_id": cid,
-                    "client_msg_id": f"k{i}",
-                    "text": f"m{i}",
-                }
-            )
+        writev_calls.clear()
+        await _sends(alice, cid, 3)
         events = [await bob.expect("message") for _ in range(3)]
         assert [e["message"]["seq"] for e in events] == [1, 2, 3]
         own = [await alice.recv() for _ in range(6)]
         assert sorted(f["type"] for f in own) == ["ack"] * 3 + ["message"] * 3
-        assert sorted(writes) == [3, 6]
+        assert sorted(writev_calls) == [3, 6]
+
+
+async def _sends(client: Client, cid: str, count: int) -> None:
+    """`count` sends to `cid` (ids s0.., client_msg_ids k0.., texts m0..), none awaited."""
+    for i in range(count):
+        await client.send(
+            {
+                "type": "send",
+                "id": f"s{i}",
+                "conversation_id": cid,
+                "client_msg_id": f"k{i}",
+                "text": f"m{i}",
+            }
+        )

@@ -74,6 +74,20 @@ async def send(
     )
 
 
+async def append_soon(
+    store: SqliteStore, cid: str, cmid: str, done: Callable[[Outcome[Appended]], None]
+) -> None:
+    await store.append_soon(
+        conversation_id=cid,
+        sender_id="alice",
+        client_msg_id=cmid,
+        text="hi",
+        kind="user",
+        now_ms=1000,
+        done=done,
+    )
+
+
 def test_satisfies_the_store_protocol(tmp_path: pathlib.Path) -> None:
     store: Store = SqliteStore(tmp_path / "x.db")  # mypy checks the structural match
     assert store is not None
@@ -684,15 +698,7 @@ async def test_append_soon_reports_after_fan_out_in_queue_order(store: SqliteSto
             finished.set()
 
     for i in range(3):
-        await store.append_soon(
-            conversation_id=g.conversation_id,
-            sender_id="alice",
-            client_msg_id=f"k{i}",
-            text="hi",
-            kind="user",
-            now_ms=1000,
-            done=partial(done, i),
-        )
+        await append_soon(store, g.conversation_id, f"k{i}", partial(done, i))
     with trio.fail_after(10):
         await finished.wait()
     fanned_out = [x for x in seen if isinstance(x, list)]
@@ -733,20 +739,6 @@ async def test_append_soon_failures_and_a_failing_callback_reach_only_their_own(
     with pytest.raises(NotAMember):
         refused.unwrap()
     assert stored.unwrap().message.seq == 2  # the broken callback's message was stored too
-
-
-async def append_soon(
-    store: SqliteStore, cid: str, cmid: str, done: Callable[[Outcome[Appended]], None]
-) -> None:
-    await store.append_soon(
-        conversation_id=cid,
-        sender_id="alice",
-        client_msg_id=cmid,
-        text="hi",
-        kind="user",
-        now_ms=1000,
-        done=done,
-    )
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -861,15 +853,7 @@ async def test_a_batch_of_several_writes_is_reported_inside_reporting_a_lone_one
             finished.set()
 
     for i in range(3):  # within the window that commit started: one batch
-        await windowed.append_soon(
-            conversation_id=g.conversation_id,
-            sender_id="alice",
-            client_msg_id=f"k{i}",
-            text="hi",
-            kind="user",
-            now_ms=1000,
-            done=partial(done, i),
-        )
+        await append_soon(windowed, g.conversation_id, f"k{i}", partial(done, i))
     with trio.fail_after(10):
         await finished.wait()
     assert seen == [("fan-out", 3, 1), ("ack", 0, 1), ("ack", 1, 1), ("ack", 2, 1), "exit"]
