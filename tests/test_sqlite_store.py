@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import re
 import sqlite3
+import time
+import types
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Literal
@@ -17,7 +19,8 @@ from hypothesis import strategies as st
 from outcome import Outcome
 
 from hoomi.protocol.messages import ChatMessage
-from hoomi.server.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from hoomi.server import sqlite_store
+from hoomi.server.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, _new_id
 from hoomi.server.store import (
     Appended,
     ConversationInfo,
@@ -190,6 +193,37 @@ async def test_shared_contacts(store: SqliteStore) -> None:
     assert await store.shared_contacts("nobody") == set()
 
 
+# -- ids ------------------------------------------------------------------------------------
+
+
+def test_ids_are_unique_and_in_time_order() -> None:
+    before_ms = time.time_ns() // 1_000_000
+    ids = [_new_id("m_") for _ in range(10_000)]  # many within one millisecond
+    after_ms = time.time_ns() // 1_000_000
+    assert ids == sorted(set(ids))
+    assert all(CONVERSATION_ID.match(i) and len(i) == 22 for i in ids)
+    # The top 44 bits are the millisecond the id was made.
+    assert before_ms <= int(ids[0][2:13], 16) <= int(ids[-1][2:13], 16) <= after_ms
+
+
+def test_ids_keep_rising_when_the_clock_steps_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    now_ns = time.time_ns()
+    clock = iter([now_ns, now_ns - 3_600 * 10**9, now_ns - 3_600 * 10**9, now_ns + 10**6])
+    monkeypatch.setattr(sqlite_store, "time", types.SimpleNamespace(time_ns=lambda: next(clock)))
+    ids = [_new_id("c_") for _ in range(4)]
+    assert ids == sorted(set(ids))
+    assert int(ids[3][2:13], 16) == now_ns // 1_000_000 + 1  # back on the clock
+
+
+async def test_later_conversations_and_messages_get_higher_ids(store: SqliteStore) -> None:
+    first = await group(store, "alice")
+    second = await group(store, "alice")
+    assert first.conversation_id < second.conversation_id
+    a = await send(store, second.conversation_id, "alice", text="a")
+    b = await send(store, first.conversation_id, "alice", text="b")
+    assert a.message.message_id < b.message.message_id
+
+
 # -- messages -------------------------------------------------------------------------------
 
 
@@ -201,7 +235,8 @@ async def test_append_assigns_gap_free_seqs(store: SqliteStore) -> None:
     first = results[0].message
     assert (first.text, first.sender_id, first.kind, first.sent_at) == ("m0", "alice", "user", 1000)
     assert CONVERSATION_ID.match(first.message_id)
-    assert len({r.message.message_id for r in results}) == 5
+    ids = [r.message.message_id for r in results]
+    assert ids == sorted(set(ids))  # unique, in the order stored
     assert (await store.conversation(g.conversation_id)).latest_seq == 5
 
 

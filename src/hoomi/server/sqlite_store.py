@@ -122,15 +122,27 @@ _INSERT_MESSAGE = (
 )
 
 
-# Ids must be unique, not secret (they grant nothing): 80 bits from a generator seeded once
-# from the OS cost ~0.8 µs an id; a system call and base32 per id cost ~8 µs here.
+# Ids must be unique, not secret (they grant nothing). An id is 80 bits in time order: the
+# milliseconds since the epoch above 36 bits drawn from a generator seeded once from the OS
+# (~0.8 µs; a system call per id cost ~8 µs here), and always above this process's previous
+# id, even when the clock steps back. So ids are unique within the process by construction
+# (across processes, two would need the same millisecond and 35-bit draw), and each new id
+# lands at the right edge of its UNIQUE index: one page per commit, not one random page per
+# row (ADR 5: -12% of the writer's CPU per message).
 _ids = random.Random(secrets.token_bytes(32))
+_ids_lock = threading.Lock()  # each store's writer thread makes ids
+_last_id = 0
 
 
 def _new_id(prefix: str) -> str:
-    # 80 random bits as 20 hex digits: URL-safe and within the ConversationId pattern
+    global _last_id
+    drawn = (time.time_ns() // 1_000_000) << 36 | _ids.getrandbits(35)
+    with _ids_lock:
+        _last_id = max(_last_id + 1, drawn)
+        value = _last_id
+    # 20 hex digits (until the year 2527): URL-safe, within the ConversationId pattern
     # ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$.
-    return f"{prefix}{_ids.getrandbits(80):020x}"
+    return f"{prefix}{value:020x}"
 
 
 def _message(row: Sequence[Any]) -> ChatMessage:
