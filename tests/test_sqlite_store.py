@@ -365,7 +365,8 @@ async def test_durable_across_reopen(tmp_path: pathlib.Path) -> None:
 
 
 async def test_a_version_1_database_is_migrated_with_its_messages(tmp_path: pathlib.Path) -> None:
-    # Version 1 kept latest_seq with an UPDATE per append; version 2 has a trigger do it.
+    # Version 1 kept latest_seq with an UPDATE per append, version 2 with a trigger; version 3
+    # reads it from the newest message.
     path = tmp_path / "v1.db"
     with sqlite3.connect(path) as old:
         for statement in _MIGRATIONS[0]:
@@ -400,8 +401,11 @@ async def test_a_version_1_database_is_migrated_with_its_messages(tmp_path: path
         await store.aclose()
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        triggers = check.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-        assert ("messages_latest_seq",) in triggers.fetchall()
+        assert (
+            check.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == []
+        )
+        columns = [row[1] for row in check.execute("PRAGMA table_info(conversations)")]
+        assert "latest_seq" not in columns
     check.close()
 
 
@@ -494,35 +498,33 @@ async def test_one_failure_does_not_fail_its_batch(store: SqliteStore) -> None:
 
 
 async def test_an_append_refused_by_a_constraint_changes_nothing_and_fails_alone(
-    windowed: SqliteStore, tmp_path: pathlib.Path
+    windowed: SqliteStore,
 ) -> None:
-    # Appends run in a batch without a savepoint: SQLite undoes the failing INSERT and its
-    # trigger. A latest_seq set back by hand makes A's next seq collide with a stored one.
+    # Appends run in a batch without a savepoint: SQLite undoes the failing INSERT. A kind
+    # outside the CHECK of `messages` (no caller sends one) makes A's INSERT fail.
     a, b = await group(windowed, "alice"), await group(windowed, "bob")
     first = await send(windowed, a.conversation_id, "alice")  # a commit: the window runs
-    with sqlite3.connect(tmp_path / "w.db") as side:
-        side.execute("UPDATE conversations SET latest_seq = 0 WHERE id = ?", (a.conversation_id,))
-    side.close()
     seqs: dict[str, int] = {}
     refused: dict[str, str] = {}
 
-    async def one(key: str, cid: str, sender: str) -> None:
+    async def one(key: str, cid: str, sender: str, kind: str = "user") -> None:
         try:
-            seqs[key] = (await send(windowed, cid, sender, cmid=key)).message.seq
+            sent = await send(windowed, cid, sender, cmid=key, kind=kind)  # type: ignore[arg-type]
+            seqs[key] = sent.message.seq
         except StoreUnavailable as exc:
             refused[key] = str(exc)
 
     before = windowed.commits
     async with trio.open_nursery() as nursery:
         nursery.start_soon(one, "b1", b.conversation_id, "bob")
-        nursery.start_soon(one, "a", a.conversation_id, "alice")
+        nursery.start_soon(one, "a", a.conversation_id, "alice", "bogus")
         nursery.start_soon(one, "b2", b.conversation_id, "bob")
     assert windowed.commits - before == 1
     assert sorted(seqs.values()) == [1, 2]
     assert set(seqs) == {"b1", "b2"}
     assert list(refused) == ["a"]
     assert "constraint failed" in refused["a"]
-    assert (await windowed.conversation(a.conversation_id)).latest_seq == 0  # as set by hand
+    assert (await windowed.conversation(a.conversation_id)).latest_seq == 1
     assert (await windowed.history(a.conversation_id, limit=10)).messages == (first.message,)
 
 

@@ -110,8 +110,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHERE id = NEW.conversation_id;
         END""",
     ),
+    (
+        # A conversation's latest seq is read from its newest message (one step down the
+        # (conversation_id, seq) key, `_LATEST`), no longer kept in a column: an append then
+        # dirties no page of `conversations`, one random page per message less (ADR 5).
+        "DROP TRIGGER messages_latest_seq",
+        "ALTER TABLE conversations DROP COLUMN latest_seq",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+# The latest seq of conversation `c` (0 before its first message). Seqs are never deleted, so
+# the next one is always this + 1 (HOOMI-SEND-2).
+_LATEST = "(SELECT coalesce(max(l.seq), 0) FROM messages l WHERE l.conversation_id = c.id)"
+_INFO_COLS = f"SELECT c.id, c.kind, c.title, c.created_at, {_LATEST} FROM conversations c"
 
 _MSG_FIELDS = tuple(f.name for f in attrs.fields(ChatMessage))
 _MSG_COLS = ", ".join(_MSG_FIELDS)  # the columns of `messages` are ChatMessage's fields
@@ -171,10 +182,7 @@ def _infos(
 
 
 def _info(conn: sqlite3.Connection, conversation_id: str) -> ConversationInfo:
-    row = conn.execute(
-        "SELECT id, kind, title, created_at, latest_seq FROM conversations WHERE id = ?",
-        (conversation_id,),
-    ).fetchone()
+    row = conn.execute(f"{_INFO_COLS} WHERE c.id = ?", (conversation_id,)).fetchone()
     if row is None:
         raise ConversationNotFound(f"no conversation {conversation_id!r}")
     members = conn.execute(
@@ -187,7 +195,7 @@ def _info(conn: sqlite3.Connection, conversation_id: str) -> ConversationInfo:
 def _membership(conn: sqlite3.Connection, cid: str, user_id: str) -> tuple[str, int, int | None]:
     """(kind, latest_seq, read_seq or None if not a member); ConversationNotFound if none."""
     row = conn.execute(
-        "SELECT c.kind, c.latest_seq, m.read_seq FROM conversations c"
+        f"SELECT c.kind, {_LATEST}, m.read_seq FROM conversations c"
         " LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ? WHERE c.id = ?",
         (user_id, cid),
     ).fetchone()
@@ -221,7 +229,7 @@ def _appending(
             sent_at=now_ms,
         )
         # The idempotency key decides in the same statement: a retry inserts nothing. The
-        # INSERT (its trigger moves latest_seq) is this write's only change: atomic.
+        # INSERT is this write's only change: atomic.
         if not conn.execute(_INSERT_MESSAGE, attrs.astuple(message)).rowcount:
             row = conn.execute(
                 f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ?"
@@ -720,11 +728,10 @@ class SqliteStore:
             raise ValueError("limit must be >= 0")
 
         def page(conn: sqlite3.Connection) -> list[ConversationInfo]:
-            cols = "SELECT id, kind, title, created_at, latest_seq FROM conversations"
             if after is None:
-                rows = conn.execute(f"{cols} ORDER BY id LIMIT ?", (limit,)).fetchall()
+                rows = conn.execute(f"{_INFO_COLS} ORDER BY c.id LIMIT ?", (limit,)).fetchall()
             else:
-                q = f"{cols} WHERE id > ? ORDER BY id LIMIT ?"
+                q = f"{_INFO_COLS} WHERE c.id > ? ORDER BY c.id LIMIT ?"
                 rows = conn.execute(q, (after, limit)).fetchall()
             if not rows:
                 return []
@@ -747,8 +754,8 @@ class SqliteStore:
 
         def views(conn: sqlite3.Connection) -> list[MemberView]:
             rows = conn.execute(
-                "SELECT c.id, c.kind, c.title, c.created_at, c.latest_seq, m.read_seq,"
-                " c.latest_seq - m.read_seq - (SELECT count(*) FROM messages x"
+                f"SELECT c.id, c.kind, c.title, c.created_at, {_LATEST}, m.read_seq,"
+                f" {_LATEST} - m.read_seq - (SELECT count(*) FROM messages x"
                 "   WHERE x.conversation_id = c.id AND x.sender_id = m.user_id"
                 "   AND x.seq > m.read_seq)"
                 " FROM members m JOIN conversations c ON c.id = m.conversation_id"
