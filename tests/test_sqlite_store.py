@@ -383,11 +383,19 @@ async def test_a_version_1_database_is_migrated_with_its_messages(tmp_path: path
             " client_msg_id, text, sent_at) VALUES ('c', ?, ?, 'alice', 'user', ?, 'hi', 1)",
             [(1, "m_1", "k1"), (2, "m_2", "k2")],
         )
+        old.execute(
+            "INSERT INTO conversations (id, kind, title, created_at, direct_a, direct_b)"
+            " VALUES ('d', 'direct', 'ab', 1, 'alice', 'bob')"
+        )
         old.execute("PRAGMA user_version = 1")
     old.close()
     store = SqliteStore(path)
     await store.open()
     try:
+        again = await store.create_conversation(
+            kind="direct", members=["bob", "alice"], title=None, now_ms=2
+        )
+        assert (again.conversation_id, again.title, again.latest_seq) == ("d", "ab", 0)
         assert (await send(store, "c", "bob", cmid="k3")).message.seq == 3
         assert (await send(store, "c", "alice", cmid="k2")).duplicate  # stored under v1
         assert (await store.conversation("c")).latest_seq == 3
@@ -404,8 +412,10 @@ async def test_a_version_1_database_is_migrated_with_its_messages(tmp_path: path
         assert (
             check.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == []
         )
-        columns = [row[1] for row in check.execute("PRAGMA table_info(conversations)")]
-        assert "latest_seq" not in columns
+        # The version 1 column stays, no longer kept: the latest seq above came from messages.
+        assert check.execute("SELECT latest_seq FROM conversations WHERE id = 'c'").fetchone() == (
+            2,
+        )
     check.close()
 
 
@@ -519,13 +529,16 @@ async def test_an_append_refused_by_a_constraint_changes_nothing_and_fails_alone
         nursery.start_soon(one, "b1", b.conversation_id, "bob")
         nursery.start_soon(one, "a", a.conversation_id, "alice", "bogus")
         nursery.start_soon(one, "b2", b.conversation_id, "bob")
+        nursery.start_soon(one, "a2", a.conversation_id, "alice")
     assert windowed.commits - before == 1
-    assert sorted(seqs.values()) == [1, 2]
-    assert set(seqs) == {"b1", "b2"}
+    assert sorted([seqs["b1"], seqs["b2"]]) == [1, 2]
+    assert seqs["a2"] == 2  # the refused write took no seq
     assert list(refused) == ["a"]
     assert "constraint failed" in refused["a"]
-    assert (await windowed.conversation(a.conversation_id)).latest_seq == 1
-    assert (await windowed.history(a.conversation_id, limit=10)).messages == (first.message,)
+    assert (await windowed.conversation(a.conversation_id)).latest_seq == 2
+    stored = (await windowed.history(a.conversation_id, limit=10)).messages
+    assert [(m.seq, m.client_msg_id) for m in stored] == [(1, None), (2, "a2")]
+    assert stored[0] == first.message
 
 
 async def test_a_bug_after_an_appends_insert_fails_its_whole_batch(

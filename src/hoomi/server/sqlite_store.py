@@ -114,8 +114,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # A conversation's latest seq is read from its newest message (one step down the
         # (conversation_id, seq) key, `_LATEST`), no longer kept in a column: an append then
         # dirties no page of `conversations`, one random page per message less (ADR 5).
+        # The column `conversations.latest_seq` stays, unused: dropping it would need SQLite
+        # 3.35.5 and rewrite every row.
         "DROP TRIGGER messages_latest_seq",
-        "ALTER TABLE conversations DROP COLUMN latest_seq",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -134,12 +135,14 @@ _INSERT_MESSAGE = (
 
 
 # Ids must be unique, not secret (they grant nothing). An id is 80 bits in time order: the
-# milliseconds since the epoch above 36 bits drawn from a generator seeded once from the OS
-# (~0.8 µs; a system call per id cost ~8 µs here), and always above this process's previous
-# id, even when the clock steps back. So ids are unique within the process by construction
-# (across processes, two would need the same millisecond and 35-bit draw), and each new id
-# lands at the right edge of its UNIQUE index: one page per commit, not one random page per
-# row (ADR 5: -12% of the writer's CPU per message).
+# milliseconds since the epoch, then 36 bits that start from a 35-bit draw of a generator
+# seeded once from the OS (~0.8 µs; a system call per id cost ~8 µs here), and always above
+# this process's previous id, even when the clock steps back. So ids are unique within the
+# process by construction, and each new id lands at the right edge of its UNIQUE index: one
+# page per commit, not one random page per row (ADR 5: -12% of the writer's CPU per
+# message). One database has one writing process; a new process's ids could meet an older
+# one's only if the clock stepped back across the restart, and then that write fails (a
+# UNIQUE error, `unavailable`) and its retry gets a new id.
 _ids = random.Random(secrets.token_bytes(32))
 _ids_lock = threading.Lock()  # each store's writer thread makes ids
 _last_id = 0
@@ -615,7 +618,7 @@ class SqliteStore:
         savepoint, or by itself if it is `atomic` (its one statement changed nothing)."""
         if not atomic:
             conn.execute("SAVEPOINT w")
-        changes = conn.total_changes  # trigger changes included; an aborted statement's not
+        changes = conn.total_changes  # an aborted statement's changes are not counted
         error: Exception
         try:
             result = fn(conn)
