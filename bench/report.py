@@ -410,6 +410,11 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
     ]
     if loaded:
         m = loaded[0]["machine"]
+        paces = [
+            f"{r['scenario']} {r['machine']['round_trip_us']:.1f} µs"
+            for r in loaded
+            if "round_trip_us" in r["machine"]
+        ]
         out += [
             "## Machine and method",
             "",
@@ -419,6 +424,15 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
             "scenario's own load): "
             + ", ".join(f"{r['scenario']} {r['machine']['loadavg'][0]:.2f}" for r in loaded)
             + ".",
+        ]
+        if paces:
+            out.append(
+                "- The machine's pace at the start of each scenario: the median time of a "
+                "one-byte round trip to another process over a socket pair (system calls, "
+                "wake-ups and context switches, as in every scenario; higher is slower, and on "
+                "this virtual machine it moves from hour to hour): " + ", ".join(paces) + "."
+            )
+        out += [
             "- Each server runs alone, pinned to core 0 (`taskset -c 0`); the load generators "
             "(picows on uvloop, separate processes) are pinned to core 1. Server and load CPU "
             "are measured with psutil over each window (percent of one core).",

@@ -18,6 +18,8 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,39 @@ ALL_SCENARIOS = ("fanout", "chat", "durable", "idle", "storm")
 SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]  # source addresses for many connections
 
 
+# A child process echoes one byte back over a socket pair until EOF.
+_ECHO = (
+    "import socket, sys\n"
+    "s = socket.socket(fileno=int(sys.argv[1]))\n"
+    "while d := s.recv(64):\n"
+    "    s.send(d)\n"
+)
+
+
+def round_trip_us(trips: int = 1_000) -> float:
+    """The machine's pace at this moment: the median of five timings of `trips` one-byte
+    round trips to another process over a socket pair (system calls, wake-ups, two context
+    switches each), in microseconds per round trip."""
+    mine, theirs = socket.socketpair()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ECHO, str(theirs.fileno())], pass_fds=(theirs.fileno(),)
+    )
+    theirs.close()
+    timings = []
+    try:
+        mine.settimeout(10)  # bounded: a child that died fails the probe, it cannot hang it
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(trips):
+                mine.send(b"x")
+                mine.recv(64)
+            timings.append((time.perf_counter() - started) / trips * 1e6)
+    finally:
+        mine.close()
+        child.wait(timeout=10)
+    return statistics.median(timings)
+
+
 def machine() -> dict[str, Any]:
     model = platform.processor() or "?"
     try:
@@ -66,6 +101,7 @@ def machine() -> dict[str, Any]:
         "node": node,
         "kernel": platform.release(),
         "loadavg": list(os.getloadavg()),
+        "round_trip_us": round_trip_us(),
     }
 
 

@@ -73,6 +73,7 @@ def test_benchmark_harness_runs_a_tiny_hoomi_fanout_and_storm(tmp_path: pathlib.
     assert done.returncode == 0, done.stdout + done.stderr
     fanout = orjson.loads((tmp_path / "fanout.json").read_bytes())
     assert set(fanout) >= {"scenario", "machine", "servers", "targets", "features"}
+    assert fanout["machine"]["round_trip_us"] > 0  # the machine's pace, measured
     hoomi = fanout["servers"]["hoomi"]
     assert "error" not in hoomi, hoomi
     assert set(hoomi) >= {"steps", "fixed", "max_sustained_deliveries_per_s", "members"}
