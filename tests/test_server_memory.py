@@ -84,13 +84,16 @@ async def test_finished_sessions_leave_no_reference_cycles(
 def test_tune_gc_freezes_what_a_full_collection_keeps() -> None:
     thresholds = gc.get_threshold()
     try:
+        gc.unfreeze()
         tune_gc()
+        assert gc.get_freeze_count() > 0  # what start-up left alive is frozen at once
         tune_gc()  # idempotent: one callback
         assert gc.callbacks.count(gc.callbacks[-1]) == 1
         assert gc.get_threshold() == (20_000, 20, 20)
-        kept = [object()]  # noqa: F841 - alive through the collection
+        frozen = gc.get_freeze_count()
+        kept: list[list[int]] = [[] for _ in range(100)]  # noqa: F841 - tracked, alive through the collection
         gc.collect()
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() >= frozen + 100
         assert gc.get_count()[2] == 0
     finally:
         gc.unfreeze()
