@@ -413,7 +413,7 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
         paces = [
             f"{r['scenario']} {r['machine']['round_trip_us']:.1f} µs"
             for r in loaded
-            if "round_trip_us" in r["machine"]
+            if r["machine"].get("round_trip_us") is not None
         ]
         out += [
             "## Machine and method",
@@ -427,10 +427,12 @@ def docs(results_dir: pathlib.Path, page: pathlib.Path) -> None:
         ]
         if paces:
             out.append(
-                "- The machine's pace at the start of each scenario: the median time of a "
-                "one-byte round trip to another process over a socket pair (system calls, "
-                "wake-ups and context switches, as in every scenario; higher is slower, and on "
-                "this virtual machine it moves from hour to hour): " + ", ".join(paces) + "."
+                "- The machine's pace at the start of each scenario: a one-byte round trip to "
+                "another process over a socket pair, the median of five 1,000-trip averages "
+                "(system calls, wake-ups and context switches, as in every scenario; higher is "
+                "slower, and on this virtual machine it moves from hour to hour): "
+                + ", ".join(paces)
+                + "."
             )
         out += [
             "- Each server runs alone, pinned to core 0 (`taskset -c 0`); the load generators "
