@@ -67,9 +67,8 @@ async def running_server(
         settings.setdefault("admin_port", 0)
         settings.setdefault("admin_token", ADMIN_TOKEN)
         settings.setdefault("mint_tokens", True)
-    config = Settings(
-        port=0, database=str(tmp_path / database), jwt_secret=SECRET, **settings
-    ).check()
+    settings.setdefault("port", 0)
+    config = Settings(database=str(tmp_path / database), jwt_secret=SECRET, **settings).check()
     store = SqliteStore(
         config.database,
         synchronous="normal",

@@ -87,7 +87,11 @@ def asyncapi() -> dict[str, Any]:
 
 def test_docs_are_current() -> None:
     rendered: dict[Path, str] = gendocs.render()
-    assert set(rendered) == {Path("docs/protocol.md"), Path("docs/state-machine.mmd")}
+    assert set(rendered) == {
+        Path("docs/protocol.md"),
+        Path("docs/state-machine.mmd"),
+        Path("docs/client-state-machine.mmd"),
+    }
     for path, text in rendered.items():
         on_disk = ROOT / path
         assert on_disk.is_file(), f"{path} is missing: run `just docs`"
@@ -101,6 +105,7 @@ def test_render_is_deterministic() -> None:
 def test_check_names_stale_files(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "spec", tmp_path / "spec")
     assert sorted(gendocs.stale(tmp_path)) == [
+        Path("docs/client-state-machine.mmd"),
         Path("docs/protocol.md"),
         Path("docs/state-machine.mmd"),
     ]
@@ -123,9 +128,10 @@ def mermaid_edges(diagram: str) -> dict[tuple[str, str], set[str]]:
     return edges
 
 
-def test_mermaid_diagram_covers_the_state_machine() -> None:
-    machine = load(SPEC / "state-machine.json")
-    diagram = (ROOT / "docs" / "state-machine.mmd").read_text(encoding="utf-8")
+@pytest.mark.parametrize("name", ["state-machine", "client-state-machine"])
+def test_mermaid_diagram_covers_the_state_machine(name: str) -> None:
+    machine = load(SPEC / f"{name}.json")
+    diagram = (ROOT / "docs" / f"{name}.mmd").read_text(encoding="utf-8")
     assert diagram.startswith("stateDiagram-v2\n")
     edges = mermaid_edges(diagram)
     nodes = {state for edge in edges for state in edge}

@@ -1,0 +1,808 @@
+"""The Python client SDK on trio-websocket: one `Client` across reconnects.
+
+    connect() ─ client nursery ─┬─ _run: attempt → backoff → attempt …  (client-state-machine)
+                                │    └─ one nursery per connection ─┬─ trio-websocket's reader
+                                │                                   ├─ _timers (connect, quiet,
+                                │                                   │   dead; real elapsed time)
+                                │                                   └─ token refreshes
+                                └─ delayed retries of rate-limited requests
+
+Every state change goes through `_fire`, which applies `spec/v1/client-state-machine.json`
+and runs the transition's actions by name (`_ACTIONS`). The message streams are the
+Sans-I/O `Streams`. Bounds: unanswered requests (`max_pending`), events waiting for the
+app (`event_buffer`; when the app does not read, reading the socket stops and the server
+eventually closes the slow consumer, which resumes without loss), held out-of-order
+messages (`hold_max`), frames (`max_message_bytes`), reconnect attempts (`backoff`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import ssl
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+
+import attrs
+import trio
+import trio_websocket
+
+from hoomi import __version__
+from hoomi.protocol import SUBPROTOCOL, ProtocolError, decode_server, encode
+from hoomi.protocol import messages as m
+from hoomi.protocol.client_state import (
+    BACKOFF,
+    CLIENT_TIMER_DEFAULTS_MS,
+    Backoff,
+    ClientConnectionState,
+    ClientEvent,
+    ClientState,
+)
+from hoomi.protocol.errors import CloseCode, ErrorCode
+
+from .events import ClientClosed, ClientError, Event, RequestFailed, StateChanged
+from .streams import Step, Streams
+
+TokenProvider = Callable[[], Awaitable[str]]
+
+_RETRYABLE = frozenset({ErrorCode.RATE_LIMITED.value, ErrorCode.UNAVAILABLE.value})
+_ABNORMAL = 1006  # trio-websocket's code for a connection that ended without a close frame
+
+
+@attrs.frozen(kw_only=True)
+class ClientSettings:
+    """Every bound of the SDK; the defaults are the spec's where it has one."""
+
+    connect_timeout_s: float = (CLIENT_TIMER_DEFAULTS_MS["connect"] or 10_000) / 1000
+    backoff: Backoff = BACKOFF
+    max_pending: int = 1000  # unacked sends and unanswered requests
+    event_buffer: int = 1000  # events waiting for the app
+    hold_max: int = 1000  # out-of-order messages held per conversation while a gap fills
+    max_message_bytes: int = 4 * 1024 * 1024  # the largest server frame accepted
+    close_timeout_s: float = 2.0
+    client_name: str = "hoomi-python"
+    ssl_context: ssl.SSLContext | None = None  # for wss://; None: the system's defaults
+    rng: random.Random = attrs.field(factory=random.Random)  # backoff jitter draws
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """A request waiting for its reply. `repeat`: safe to send again on a new connection."""
+
+    frame: m.ClientMessage
+    repeat: bool
+    done: trio.Event = attrs.field(factory=trio.Event)
+    reply: m.ServerMessage | None = None
+    error: Exception | None = None
+    written_on: int = 0  # the connection generation it was last written on
+
+    def finish(self, reply: m.ServerMessage | None = None, error: Exception | None = None) -> None:
+        if not self.done.is_set():
+            self.reply, self.error = reply, error
+            self.done.set()
+
+
+@attrs.define(eq=False)
+class _Connection:
+    """One attempt's connection. `ended`: an action already ended it (abort or close)."""
+
+    generation: int
+    scope: trio.CancelScope
+    nursery: trio.Nursery
+    started_at: float
+    ws: trio_websocket.WebSocketConnection | None = None
+    hello_id: str = ""
+    last_frame_at: float = 0.0
+    pinged_at: float | None = None
+    interval_s: float | None = None  # the server's heartbeat interval, from welcome
+    delivering: bool = False  # blocked handing events to the app: not the server's silence
+    welcomed: trio.Event = attrs.field(factory=trio.Event)
+    ended: bool = False
+
+
+@attrs.frozen
+class _End:
+    """How a connection ended, for the event fed to the state machine."""
+
+    event: ClientEvent
+    close_code: int | None = None
+    reason: str = ""
+
+
+def _split_url(url: str) -> tuple[str, int, str, bool]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    secure = parts.scheme == "wss"
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname, parts.port or (443 if secure else 80), resource, secure
+
+
+class Client:
+    """A connection to a Hoomi server that outlives its WebSockets; make it with `connect`.
+
+    Requests (`send`, `history`, `read`, `typing`, `presence`) wait while the client is
+    reconnecting; `send`, `history`, `read` and `presence` are sent again after a
+    reconnect until answered. Each waits at most as long as the caller's cancel scope;
+    cancelling one stops the wait (a send already written may still be stored, and then
+    arrives in `events()` like any message). After the client closes they raise
+    `ClientClosed`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None,
+        token_provider: TokenProvider | None,
+        positions: Mapping[str, int] | None,
+        settings: ClientSettings,
+        nursery: trio.Nursery,
+    ) -> None:
+        if (token is None) == (token_provider is None):
+            raise ValueError("give exactly one of token and token_provider")
+        self.url = url
+        self._address = _split_url(url)
+        self._token = token
+        self._token_provider = token_provider
+        self.settings = settings
+        self._nursery = nursery
+        self._machine = ClientConnectionState()
+        self.streams = Streams(positions, hold_max=settings.hold_max)
+        self._pending: dict[str, _Pending] = {}
+        self._room = trio.Semaphore(settings.max_pending)
+        self._ids = itertools.count(1)
+        self._generation = 0
+        self._connection: _Connection | None = None
+        self._attempt = 0  # attempts since the last welcome
+        self._end: _End | None = None  # how the last connection ended
+        self._closed_by: ClientClosed | None = None
+        self._events_in, self._events_out = trio.open_memory_channel[Event](settings.event_buffer)
+        self.welcome: m.Welcome | None = None
+        self._welcomes = 0
+        self.conversations: dict[str, m.Conversation] = {}
+
+    # -- the app's API -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        return self._machine.state
+
+    @property
+    def user_id(self) -> str | None:
+        return None if self.welcome is None else self.welcome.user_id
+
+    def events(self) -> trio.MemoryReceiveChannel[Event]:
+        """Everything the app should see, in order (`async for event in
+        client.events()`); ends after the client closes. Messages come once each, in seq
+        order per conversation. Read it steadily: while it is full, the client stops
+        reading the socket."""
+        return self._events_out
+
+    async def send(
+        self, conversation_id: str, text: str, *, client_msg_id: str | None = None
+    ) -> m.Ack:
+        """Store `text` in the conversation; return the ack once it is durable. Retried
+        with the same `client_msg_id` across reconnects and after `rate_limited`, so the
+        message is stored once. Raises `RequestFailed` (e.g. `forbidden`, `too_large`)."""
+        frame = m.Send(
+            id=self._next_id(),
+            conversation_id=conversation_id,
+            client_msg_id=client_msg_id or uuid.uuid4().hex,
+            text=text,
+        )
+        reply = await self._request(frame, repeat=True)
+        assert isinstance(reply, m.Ack)
+        return reply
+
+    async def history(
+        self,
+        conversation_id: str,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> m.HistoryPage:
+        """One page of stored messages (HOOMI-HISTORY-1); it does not touch `events()`."""
+        frame = m.History(
+            id=self._next_id(),
+            conversation_id=conversation_id,
+            before_seq=before_seq,
+            after_seq=after_seq,
+            limit=limit,
+        )
+        reply = await self._request(frame, repeat=True)
+        assert isinstance(reply, m.HistoryPage)
+        return reply
+
+    async def read(self, conversation_id: str, seq: int) -> None:
+        """Move the user's read marker forward to `seq`."""
+        frame = m.Read(id=self._next_id(), conversation_id=conversation_id, seq=seq)
+        await self._request(frame, repeat=True)
+
+    async def typing(self, conversation_id: str, active: bool = True) -> None:
+        """Say the user is typing (repeat it every `typing_ttl_ms / 2`) or stopped. Typing
+        is of the moment: it is not sent again after a reconnect (`RequestFailed`
+        `disconnected` if the connection ends first)."""
+        frame = m.Typing(id=self._next_id(), conversation_id=conversation_id, active=active)
+        await self._request(frame, repeat=False)
+
+    async def presence(self, user_ids: Sequence[str]) -> tuple[m.PresenceState, ...]:
+        """The presence of those users who share a conversation with this one."""
+        frame = m.PresenceQuery(id=self._next_id(), user_ids=tuple(user_ids))
+        reply = await self._request(frame, repeat=True)
+        assert isinstance(reply, m.PresenceResult)
+        return reply.users
+
+    async def aclose(self) -> None:
+        """Close the connection (1000, bounded by `close_timeout_s`) and fail what is
+        pending with `ClientClosed`. Idempotent."""
+        if self.state is not ClientState.CLOSED:
+            await self._fire(ClientEvent.APP_CLOSE, _End(ClientEvent.APP_CLOSE, reason="closed"))
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        return f"r{next(self._ids)}"
+
+    async def _request(self, frame: m.ClientMessage, *, repeat: bool) -> m.ServerMessage:
+        async with self._room:
+            if self._closed_by is not None:
+                raise self._closed_by
+            pending = _Pending(frame, repeat)
+            self._pending[frame.id] = pending
+            try:
+                if self.state is ClientState.LIVE:
+                    await self._write_pending(pending)
+                await pending.done.wait()
+            finally:
+                self._pending.pop(frame.id, None)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.reply is not None
+        return pending.reply
+
+    async def _write_pending(self, pending: _Pending) -> None:
+        connection = self._connection
+        if connection is None or pending.written_on == connection.generation:
+            return
+        pending.written_on = connection.generation
+        await self._write(pending.frame)
+
+    async def _write(self, frame: m.ClientMessage) -> None:
+        """Write on the current connection; a failure is left to its reader to notice."""
+        connection = self._connection
+        if connection is None or connection.ws is None or connection.ended:
+            return
+        with suppress(
+            trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            await connection.ws.send_message(encode(frame))
+
+    async def _retry_later(self, pending: _Pending, delay_s: float) -> None:
+        await trio.sleep(delay_s)
+        if not pending.done.is_set() and self.state is ClientState.LIVE:
+            pending.written_on = 0
+            await self._write_pending(pending)
+
+    # -- the state machine ------------------------------------------------------------------
+
+    async def _fire(self, event: ClientEvent, end: _End | None = None) -> None:
+        before = self.state
+        transition = self._machine.handle(event)
+        if end is not None:
+            self._end = end
+        # An action may cancel the connection this runs in (abort_connection); the rest of
+        # the transition still happens, and the cancellation lands after it.
+        with trio.CancelScope(shield=True):
+            for action in transition.actions:
+                await _ACTIONS[action](self)
+            if transition.target is not before:
+                await self._report_state(transition.target)
+
+    async def _report_state(self, state: ClientState) -> None:
+        end = self._end
+        change = StateChanged(
+            state=state,
+            welcome=self.welcome if state is ClientState.LIVE else None,
+            attempt=self._attempt if state is ClientState.BACKOFF else 0,
+            close_code=end.close_code if end and state is not ClientState.LIVE else None,
+            reason=end.reason if end and state is not ClientState.LIVE else "",
+        )
+        if state is ClientState.BACKOFF:
+            change = attrs.evolve(change, retry_in_s=self._backoff_delay)
+        await self._emit(change)
+
+    async def _emit(self, event: Event) -> None:
+        if self.state is ClientState.CLOSED:
+            # Closing: the app may have stopped reading; never block the close on it.
+            with suppress(trio.WouldBlock, trio.ClosedResourceError):
+                self._events_in.send_nowait(event)
+            return
+        connection = self._connection
+        if connection is not None:
+            connection.delivering = True
+        try:
+            await self._events_in.send(event)
+        except trio.ClosedResourceError:
+            pass
+        finally:
+            if connection is not None:
+                connection.delivering = False
+                connection.last_frame_at = max(connection.last_frame_at, trio.current_time())
+
+    # actions, by their names in the spec ----------------------------------------------------
+
+    async def _send_hello(self) -> None:
+        connection = self._connection
+        assert connection is not None
+        connection.hello_id = self._next_id()
+        resume = self.streams.resume()
+        hello = m.Hello(
+            id=connection.hello_id,
+            token=self._hello_token,
+            client=m.ClientInfo(name=self.settings.client_name, version=__version__),
+            resume=resume or None,
+        )
+        await self._write(hello)
+
+    async def _start_streams(self) -> None:
+        assert self.welcome is not None
+        first = self._welcomes == 1
+        new, gone, problems = self.streams.welcome(self.welcome.conversations)
+        self.conversations = {c.conversation_id: c for c in self.welcome.conversations}
+        for problem in problems:
+            await self._emit(ClientError(code="protocol", message=problem))
+        if first:
+            return  # the first welcome is the app's starting point, not news
+        for cid in gone:
+            await self._emit(m.ConversationLeft(conversation_id=cid))
+        for conversation in new:
+            await self._emit(m.ConversationJoined(conversation=conversation))
+
+    async def _resend_pending(self) -> None:
+        for pending in list(self._pending.values()):
+            if not pending.done.is_set():
+                await self._write_pending(pending)
+
+    async def _reset_backoff(self) -> None:
+        self._attempt = 0
+
+    async def _start_quiet_timer(self) -> None:
+        await self._restart_quiet_timer()
+
+    async def _restart_quiet_timer(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            connection.last_frame_at = trio.current_time()
+            connection.pinged_at = None
+
+    async def _handle_frame(self) -> None:
+        frame = self._frame
+        assert frame is not None
+        await self._handle(frame)
+
+    async def _send_ping(self) -> None:
+        await self._write(m.Ping(id=self._next_id()))
+
+    async def _start_dead_timer(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            connection.pinged_at = trio.current_time()
+
+    async def _refresh_token(self) -> None:
+        connection = self._connection
+        if self._token_provider is None or connection is None:
+            await self._emit(
+                ClientError(
+                    code="token",
+                    message="the token expires soon and the client has no token_provider: "
+                    "the server will close the session (4002)",
+                )
+            )
+            return
+        connection.nursery.start_soon(self._refresh, self._token_provider)
+
+    async def _refresh(self, provider: TokenProvider) -> None:
+        try:
+            token = await provider()
+            frame = m.Refresh(id=self._next_id(), token=token)
+            await self._request(frame, repeat=False)
+        except (RequestFailed, ClientClosed) as failed:
+            await self._emit(ClientError(code="token", message=f"token refresh failed: {failed}"))
+        except Exception as exc:  # the app's provider failed
+            await self._emit(ClientError(code="token", message=f"token_provider failed: {exc!r}"))
+
+    async def _report_error(self) -> None:
+        end = self._end
+        if end is not None and end.reason:
+            await self._emit(ClientError(code=self._error_code, message=end.reason))
+
+    async def _schedule_backoff(self) -> None:
+        self.streams.disconnected()
+        for pending in list(self._pending.values()):
+            if not pending.repeat:
+                pending.finish(error=RequestFailed("disconnected", "the connection ended"))
+        self._attempt += 1
+        self._backoff_delay = self.settings.backoff.delay_s(
+            self._attempt, self.settings.rng.random()
+        )
+
+    async def _open_connection(self) -> None:
+        """The loop in `_run` opens the next attempt when the state is `connecting`."""
+
+    async def _abort_connection(self) -> None:
+        connection = self._connection
+        if connection is not None and not connection.ended:
+            connection.ended = True
+            connection.scope.cancel()
+
+    async def _close_connection(self) -> None:
+        connection = self._connection
+        if connection is None or connection.ended:
+            return
+        connection.ended = True
+        if connection.ws is not None:
+            with trio.move_on_after(self.settings.close_timeout_s):
+                await connection.ws.aclose(1000)
+        connection.scope.cancel()
+
+    async def _fail_pending(self) -> None:
+        end = self._end
+        self._closed_by = ClientClosed(
+            end.reason if end else "closed", end.close_code if end else None
+        )
+        for pending in list(self._pending.values()):
+            pending.finish(error=self._closed_by)
+
+    # -- frames -----------------------------------------------------------------------------
+
+    _frame: m.ServerMessage | None = None
+    _error_code: str = "protocol"
+    _backoff_delay: float = 0.0
+    _hello_token: str = ""
+    _task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+
+    async def _handle(self, frame: m.ServerMessage) -> None:
+        if isinstance(frame, m.MessageEvent):
+            await self._apply(self.streams.message(frame.message))
+        elif isinstance(frame, m.ResumeGap):
+            await self._apply(self.streams.gap(frame.conversation_id, frame.latest_seq))
+        elif isinstance(frame, m.HistoryPage) and self.streams.is_fill(frame.id):
+            await self._apply(self.streams.page(frame.id, frame.messages))
+        elif isinstance(frame, m.Error) and frame.id is not None and self.streams.is_fill(frame.id):
+            self.streams.fill_failed(frame.id)
+            await self._emit(
+                ClientError(code=frame.code, message=f"filling a gap: {frame.message}")
+            )
+        elif isinstance(frame, m.Error):
+            await self._answer_error(frame)
+        elif isinstance(frame, m.ConversationJoined):
+            self.streams.joined(frame.conversation)
+            self.conversations[frame.conversation.conversation_id] = frame.conversation
+            await self._emit(frame)
+        elif isinstance(frame, m.ConversationLeft):
+            self.streams.left(frame.conversation_id)
+            self.conversations.pop(frame.conversation_id, None)
+            await self._emit(frame)
+        elif isinstance(frame, m.UserTyping | m.Presence | m.Receipt):
+            await self._emit(frame)
+        elif hasattr(frame, "id"):
+            pending = self._pending.get(frame.id)
+            if pending is not None:
+                pending.finish(reply=frame)
+            # A reply to nothing pending answers a request the app stopped waiting for.
+
+    async def _answer_error(self, error: m.Error) -> None:
+        pending = None if error.id is None else self._pending.get(error.id)
+        if pending is None:
+            await self._emit(ClientError(code=error.code, message=error.message))
+            return
+        if error.code in _RETRYABLE and pending.repeat:
+            delay_s = (error.retry_after_ms or 1000) / 1000
+            self._nursery.start_soon(self._retry_later, pending, delay_s)
+            return
+        failed = RequestFailed(
+            error.code, error.message, path=error.path, retry_after_ms=error.retry_after_ms
+        )
+        pending.finish(error=failed)
+
+    async def _apply(self, step: Step) -> None:
+        for problem in step.problems:
+            await self._emit(ClientError(code="protocol", message=problem))
+        for request in step.requests:
+            await self._write(request)
+        for message in step.deliver:
+            await self._emit(message)
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Attempt, back off, attempt …, until the client is closed. `task_status` starts
+        at the first welcome; ending before it raises `ClientClosed`."""
+        self._task_status = task_status
+        try:
+            while self.state is not ClientState.CLOSED:
+                if self.state is ClientState.CONNECTING:
+                    await self._connect()
+                elif self.state is ClientState.BACKOFF:
+                    limit = self.settings.backoff.max_attempts
+                    if limit is not None and self._attempt > limit:
+                        self._end = _End(
+                            ClientEvent.GAVE_UP,
+                            reason=f"gave up after {limit} reconnect attempts",
+                        )
+                        self._error_code = "gave_up"
+                        await self._fire(ClientEvent.GAVE_UP)
+                    else:
+                        await trio.sleep(self._backoff_delay)
+                        if self.state is ClientState.BACKOFF:
+                            await self._fire(ClientEvent.BACKOFF_ELAPSED)
+            if not self._welcomes:
+                assert self._closed_by is not None
+                raise self._closed_by
+        finally:
+            self._events_in.close()
+
+    async def _connect(self) -> None:
+        """One attempt: open, hello, live until it ends; its end is fed to the machine."""
+        self._generation += 1
+        end: _End | None = None
+        stream: trio.abc.Stream | None = None
+        try:
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    connection = _Connection(
+                        self._generation, scope, nursery, started_at=trio.current_time()
+                    )
+                    self._connection = connection
+                    nursery.start_soon(self._timers, connection)
+                    try:
+                        self._hello_token = await self._get_token()
+                        stream = await self._open_stream()
+                        host, _, resource, _ = self._address
+                        connection.ws = await trio_websocket.wrap_client_stream(
+                            nursery,
+                            stream,  # type: ignore[arg-type]
+                            host,
+                            resource,
+                            subprotocols=[SUBPROTOCOL],
+                            max_message_size=self.settings.max_message_bytes,
+                        )
+                    except (OSError, trio.BrokenResourceError, _TokenFailed) as exc:
+                        end = _End(ClientEvent.OPEN_FAILED, reason=f"cannot connect: {exc}")
+                    else:
+                        end = await self._live(connection)
+                    scope.cancel()
+        except BaseExceptionGroup as group:
+            rejected, rest = group.split(trio_websocket.ConnectionRejected)
+            if rest is not None:
+                raise rest from None
+            assert rejected is not None
+            status = getattr(rejected.exceptions[0], "status_code", "?")
+            end = _End(ClientEvent.OPEN_FAILED, reason=f"the upgrade was refused: HTTP {status}")
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            self._connection = None
+        if end is not None and self.state in (
+            ClientState.CONNECTING,
+            ClientState.AUTHENTICATING,
+            ClientState.LIVE,
+        ):
+            self._error_code = "protocol"
+            if end.close_code is not None and end.event is ClientEvent.SERVER_CLOSE_TERMINAL:
+                self._error_code = f"closed_{end.close_code}"
+            await self._fire(end.event, end)
+
+    async def _get_token(self) -> str:
+        if self._token_provider is None:
+            assert self._token is not None
+            return self._token
+        try:
+            return await self._token_provider()
+        except Exception as exc:
+            raise _TokenFailed(f"token_provider failed: {exc!r}") from exc
+
+    async def _open_stream(self) -> trio.abc.Stream:
+        host, port, _, secure = self._address
+        tcp = await trio.open_tcp_stream(host, port)
+        if not secure:
+            return tcp
+        context = self.settings.ssl_context or ssl.create_default_context()
+        tls = trio.SSLStream(tcp, context, server_hostname=host)
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(tls)
+            raise
+        return tls
+
+    async def _live(self, connection: _Connection) -> _End | None:
+        """From the upgrade to the connection's end; None if an action already ended it."""
+        ws = connection.ws
+        assert ws is not None
+        if ws.subprotocol != SUBPROTOCOL:
+            reason = f"the server did not select {SUBPROTOCOL} (selected {ws.subprotocol!r})"
+            self._end = _End(ClientEvent.NO_SUBPROTOCOL, reason=reason)
+            await self._fire(ClientEvent.NO_SUBPROTOCOL)
+            return None
+        await self._fire(ClientEvent.OPENED)
+        while True:
+            try:
+                data = await ws.get_message()
+            except trio_websocket.ConnectionClosed as closed:
+                return None if connection.ended else _closed(closed.reason)
+            if connection.ended:
+                return None
+            await self._receive(connection, data)
+
+    async def _receive(self, connection: _Connection, data: str | bytes) -> None:
+        authenticating = self.state is ClientState.AUTHENTICATING
+        try:
+            if isinstance(data, bytes):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "a binary frame")
+            frame = decode_server(data)
+        except ProtocolError as error:
+            if error.code is ErrorCode.UNKNOWN_TYPE:
+                if not authenticating:  # ignored (HOOMI-WIRE-4), but it is activity
+                    await self._restart_quiet_timer()
+                return
+            detail = f" at {error.path}" if error.path else ""
+            self._end = _End(ClientEvent.BAD_FRAME, reason=f"bad frame{detail}: {error.message}")
+            self._error_code = "bad_frame"
+            await self._fire(ClientEvent.BAD_FRAME)
+            return
+        if authenticating:
+            if isinstance(frame, m.Welcome) and frame.id == connection.hello_id:
+                self.welcome = frame
+                self._welcomes += 1
+                connection.interval_s = frame.heartbeat_interval_ms / 1000
+                connection.welcomed.set()
+                await self._fire(ClientEvent.WELCOME)
+                if self._welcomes == 1:
+                    self._task_status.started()
+            elif isinstance(frame, m.Error) and frame.id == connection.hello_id:
+                self._end = _End(ClientEvent.HELLO_ERROR, reason=frame.message)
+                self._error_code = frame.code
+                await self._fire(ClientEvent.HELLO_ERROR)
+            else:
+                self._end = _End(
+                    ClientEvent.BAD_FRAME, reason=f"a {frame.TYPE} frame before welcome"
+                )
+                self._error_code = "bad_frame"
+                await self._fire(ClientEvent.BAD_FRAME)
+            return
+        if isinstance(frame, m.Welcome):
+            self._end = _End(ClientEvent.BAD_FRAME, reason="a second welcome")
+            self._error_code = "bad_frame"
+            await self._fire(ClientEvent.BAD_FRAME)
+        elif isinstance(frame, m.TokenExpiring):
+            await self._fire(ClientEvent.TOKEN_EXPIRING)
+        else:
+            self._frame = frame
+            try:
+                await self._fire(ClientEvent.FRAME)
+            finally:
+                self._frame = None
+
+    async def _timers(self, connection: _Connection) -> None:
+        """The connect, quiet and dead timers of one connection, on real elapsed time: a
+        wake-up that comes late (a suspended process) still compares clocks, never counts."""
+        with trio.move_on_at(connection.started_at + self.settings.connect_timeout_s):
+            await connection.welcomed.wait()
+        if not connection.welcomed.is_set():
+            if not connection.ended:
+                self._end = _End(
+                    ClientEvent.CONNECT_TIMEOUT,
+                    reason=f"no welcome within {self.settings.connect_timeout_s} s",
+                )
+                await self._fire(ClientEvent.CONNECT_TIMEOUT)
+            return
+        interval = connection.interval_s
+        assert interval is not None
+        while self.state is ClientState.LIVE and not connection.ended:
+            now = trio.current_time()
+            if connection.delivering:
+                await trio.sleep(interval)
+            elif connection.pinged_at is None:
+                due = connection.last_frame_at + interval
+                if now >= due:
+                    await self._fire(ClientEvent.QUIET)
+                else:
+                    await trio.sleep_until(due)
+            else:
+                due = connection.pinged_at + interval
+                if now >= due:
+                    self._end = _End(
+                        ClientEvent.DEAD, reason=f"nothing from the server for {2 * interval} s"
+                    )
+                    await self._fire(ClientEvent.DEAD)
+                else:
+                    await trio.sleep_until(due)
+
+
+class _TokenFailed(Exception):
+    pass
+
+
+def _closed(reason: trio_websocket.CloseReason | None) -> _End:
+    code = reason.code if reason is not None else None
+    text = (reason.reason or "") if reason is not None else ""
+    if code is None or code == _ABNORMAL:
+        return _End(ClientEvent.CONNECTION_LOST, None, "the connection was lost")
+    described = f"the server closed the connection with {code}" + (f": {text}" if text else "")
+    try:
+        reconnect = CloseCode(code).reconnect
+    except ValueError:
+        reconnect = True  # a code the registry does not list: like a lost connection
+    event = ClientEvent.SERVER_CLOSE_RECONNECT if reconnect else ClientEvent.SERVER_CLOSE_TERMINAL
+    return _End(event, code, described)
+
+
+_ACTIONS: dict[str, Callable[[Client], Awaitable[None]]] = {
+    "send_hello": Client._send_hello,
+    "start_streams": Client._start_streams,
+    "resend_pending": Client._resend_pending,
+    "reset_backoff": Client._reset_backoff,
+    "start_quiet_timer": Client._start_quiet_timer,
+    "restart_quiet_timer": Client._restart_quiet_timer,
+    "handle_frame": Client._handle_frame,
+    "send_ping": Client._send_ping,
+    "start_dead_timer": Client._start_dead_timer,
+    "refresh_token": Client._refresh_token,
+    "report_error": Client._report_error,
+    "schedule_backoff": Client._schedule_backoff,
+    "open_connection": Client._open_connection,
+    "abort_connection": Client._abort_connection,
+    "close_connection": Client._close_connection,
+    "fail_pending": Client._fail_pending,
+}
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    token: str | None = None,
+    token_provider: TokenProvider | None = None,
+    positions: Mapping[str, int] | None = None,
+    settings: ClientSettings | None = None,
+) -> AsyncIterator[Client]:
+    """Connect to a Hoomi server and stay connected until the block ends.
+
+    Give `token` (a JWT) or `token_provider` (an async callable returning a fresh one; it is
+    called at each connect and on `token_expiring`). `positions` maps conversation ids to
+    the last seq the app already shows (from an earlier run), so that the stream resumes
+    there; other conversations start at their latest seq. Returns once the first `welcome`
+    arrived, reconnecting with backoff before that as after; raises `ClientClosed` if the
+    server refuses for good (a terminal close code) or the attempts run out.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            client = Client(
+                url,
+                token=token,
+                token_provider=token_provider,
+                positions=positions,
+                settings=settings or ClientSettings(),
+                nursery=nursery,
+            )
+            await nursery.start(client._run)
+            try:
+                yield client
+            finally:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery is ours, not the app's: a lone error (the app's own, or ClientClosed
+        # from the first connect) comes out as itself.
+        lone: BaseException = group
+        while isinstance(lone, BaseExceptionGroup) and len(lone.exceptions) == 1:
+            lone = lone.exceptions[0]
+        if lone is group:
+            raise
+        raise lone from None

@@ -1,0 +1,426 @@
+"""The client SDK (`hoomi.client`) against real servers over real sockets.
+
+Most tests run the real server in process (`running_server`); the liveness and
+bad-frame tests use a small scripted server on trio-websocket, which says exactly what
+the test needs and nothing else; the SIGKILL test runs `hoomi serve` as a process.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from harness import SECRET, mint, running_server
+from hoomi.client import (
+    Backoff,
+    ClientClosed,
+    ClientError,
+    ClientSettings,
+    ClientState,
+    Event,
+    RequestFailed,
+    StateChanged,
+    connect,
+)
+from hoomi.client.client import Client
+from hoomi.protocol.messages import ChatMessage
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    # Jumps only after 10 ms of real idleness, so socket round trips never make time leap.
+    return trio.testing.MockClock(autojump_threshold=0.01)
+
+
+FAST = ClientSettings(backoff=Backoff(initial_ms=20, max_ms=200, multiplier=2, max_attempts=50))
+
+
+async def _until(client: Client, want: Callable[[Event], bool], within: float = 5) -> list[Event]:
+    """Read events until one satisfies `want`; return all read (that one last)."""
+    seen: list[Event] = []
+    with trio.fail_after(within):
+        async for event in client.events():
+            seen.append(event)
+            if want(event):
+                return seen
+    raise AssertionError(f"events ended before the wanted one: {seen}")
+
+
+async def _messages(client: Client, count: int, within: float = 10) -> list[ChatMessage]:
+    """The next `count` messages from `events()` (other events skipped)."""
+    got: list[ChatMessage] = []
+    if count:
+        await _until(
+            client,
+            lambda e: isinstance(e, ChatMessage) and not got.append(e) and len(got) == count,
+            within,
+        )
+    return got
+
+
+def _state(state: ClientState) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, StateChanged) and e.state is state
+
+
+async def test_send_is_acked_and_each_member_sees_the_message_once(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+        cid = dm.conversation_id
+        async with (
+            connect(hoomi.url, token=mint("alice")) as alice,
+            connect(hoomi.url, token=mint("bob")) as bob,
+        ):
+            assert alice.user_id == "alice"
+            assert list(bob.conversations) == [cid]
+            acks = [await alice.send(cid, f"hi {n}") for n in range(3)]
+            assert [ack.seq for ack in acks] == [1, 2, 3]
+            for client in (alice, bob):  # the sender's own session too (HOOMI-DELIVER-1)
+                got = await _messages(client, 3)
+                assert [(g.seq, g.text) for g in got] == [(1, "hi 0"), (2, "hi 1"), (3, "hi 2")]
+                assert got[0].message_id == acks[0].message_id
+            page = await bob.history(cid, after_seq=1)
+            assert [m.seq for m in page.messages] == [2, 3]
+            await bob.read(cid, 3)
+            assert await bob.presence(["alice"]) == (
+                await alice.presence(["alice"])  # shares a conversation with herself
+                or await bob.presence(["alice"])
+            )
+            with pytest.raises(RequestFailed) as refused:
+                await alice.send("c_nonexistent", "x")
+            assert refused.value.code == "not_found"
+
+
+async def test_a_slow_app_loses_nothing_when_the_server_drops_it(tmp_path: pathlib.Path) -> None:
+    """The app stops reading: the SDK stops reading the socket, the server closes it as a slow
+    consumer (4005, reconnect), the SDK resumes, and the app sees every message once."""
+    async with running_server(
+        tmp_path, outbox_size=4, max_text_chars=60_000, rate_per_s=10_000, rate_burst=10_000
+    ) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+        cid = dm.conversation_id
+        slow = ClientSettings(event_buffer=2, backoff=FAST.backoff)
+        async with connect(hoomi.url, token=mint("bob"), settings=slow) as bob:
+            async with connect(hoomi.url, token=mint("alice")) as alice:
+                for n in range(60):  # ~3 MB: more than the socket buffers hold
+                    await alice.send(cid, f"{n:04d}" + "x" * 50_000)
+            with trio.fail_after(10):
+                while True:  # let the server give up on bob before the app reads anything
+                    if hoomi.server.metrics.slow_consumers:
+                        break
+                    await trio.sleep(0.01)
+            seen: list[Event] = []
+            got: list[ChatMessage] = []
+            with trio.fail_after(20):
+                async for event in bob.events():
+                    seen.append(event)
+                    if isinstance(event, ChatMessage):
+                        got.append(event)
+                        if len(got) == 60:
+                            break
+        assert [g.seq for g in got] == list(range(1, 61))
+        assert [g.text[:4] for g in got] == [f"{n:04d}" for n in range(60)]
+        closes = [e for e in seen if isinstance(e, StateChanged) and e.state is ClientState.BACKOFF]
+        assert [e.close_code for e in closes] == [4005]
+
+
+async def test_a_terminal_close_ends_the_client_without_a_reconnect(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+        async with connect(hoomi.url, token=mint("alice"), settings=FAST) as alice:
+            [session] = list(hoomi.server.sessions)
+            assert hoomi.server.kick(session)
+            seen = await _until(alice, _state(ClientState.CLOSED))
+            assert seen[-1] == StateChanged(
+                state=ClientState.CLOSED,
+                close_code=4004,
+                reason=seen[-1].reason,  # type: ignore[union-attr]
+            )
+            assert "4004" in seen[-1].reason  # type: ignore[union-attr]
+            await trio.sleep(0.5)  # ten backoff ceilings of FAST: a reconnect would be here
+            assert not hoomi.server.sessions
+            with pytest.raises(ClientClosed) as closed:
+                await alice.send(dm.conversation_id, "too late")
+            assert closed.value.close_code == 4004
+            assert [e async for e in alice.events()] == []  # the stream has ended
+
+
+async def test_a_refused_token_fails_connect_with_its_close_code(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path) as hoomi:
+        with pytest.raises(ClientClosed) as refused:
+            async with connect(hoomi.url, token=mint("alice", secret="x" * 40), settings=FAST):
+                raise AssertionError("connected with a wrongly signed token")
+        assert refused.value.close_code == 4001
+        assert not hoomi.server.sessions
+
+
+async def test_connect_gives_up_after_max_attempts_on_a_dead_address(
+    clock: trio.testing.MockClock,
+) -> None:
+    port = _free_port()
+    settings = ClientSettings(
+        backoff=Backoff(initial_ms=500, max_ms=30_000, multiplier=2, max_attempts=3)
+    )
+    started = trio.current_time()
+    with pytest.raises(ClientClosed, match="gave up after 3"):
+        async with connect(f"ws://127.0.0.1:{port}/", token="t", settings=settings):
+            raise AssertionError("connected to nothing")
+    assert trio.current_time() - started <= 0.5 + 1 + 2  # three jittered waits at most
+
+
+async def test_restart_resumes_and_resends_unacked_sends_once(tmp_path: pathlib.Path) -> None:
+    """The server stops (1001, reconnect); a send made while it is down waits; a new server on
+    the same database and port takes the reconnect, the resume and the send."""
+    port = _free_port()
+
+    async def serve(stop: trio.Event, *, task_status: trio.TaskStatus[Any]) -> None:
+        async with running_server(tmp_path, port=port) as hoomi:
+            task_status.started(hoomi)
+            await stop.wait()
+        stop.set()
+
+    async with trio.open_nursery() as servers:
+        first_stop = trio.Event()
+        first = await servers.start(serve, first_stop)
+        dm = await first.server.create_conversation(kind="direct", members=["alice", "bob"])
+        cid, url = dm.conversation_id, f"ws://127.0.0.1:{port}/"
+        async with (
+            connect(url, token=mint("alice"), settings=FAST) as alice,
+            connect(url, token=mint("bob"), settings=FAST) as bob,
+        ):
+            await alice.send(cid, "before")
+            first_stop.set()
+            await _until(alice, _state(ClientState.BACKOFF))
+            async with trio.open_nursery() as sends:
+                sends.start_soon(alice.send, cid, "during")
+                await trio.sleep(0.3)  # the send waits while nothing listens
+                assert alice.state is not ClientState.LIVE
+                await servers.start(serve, trio.Event())
+            await alice.send(cid, "after")
+            got = await _messages(bob, 3)
+            assert [(g.seq, g.text) for g in got] == [(1, "before"), (2, "during"), (3, "after")]
+            page = await bob.history(cid)
+            assert [m.text for m in page.messages] == ["before", "during", "after"]
+            backoffs = [
+                e
+                for e in await _until(alice, _state(ClientState.LIVE))
+                if isinstance(e, StateChanged) and e.state is ClientState.BACKOFF
+            ]
+            assert backoffs == [] or all(e.close_code in (1001, None) for e in backoffs)
+        servers.cancel_scope.cancel()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# -- a scripted server: liveness and bad frames ---------------------------------------------
+
+
+def _welcome(hello: dict[str, Any], heartbeat_ms: int) -> str:
+    return orjson.dumps(
+        {
+            "type": "welcome",
+            "id": hello["id"],
+            "session_id": "s1",
+            "user_id": "alice",
+            "protocol": "hoomi.v1",
+            "spec_version": "1.0.0",
+            "heartbeat_interval_ms": heartbeat_ms,
+            "limits": {
+                "max_frame_bytes": 65536,
+                "max_text_chars": 4000,
+                "history_page_max": 100,
+                "replay_max": 1000,
+                "rate_per_s": 20,
+                "rate_burst": 40,
+                "typing_ttl_ms": 5000,
+            },
+            "conversations": [],
+        }
+    ).decode()
+
+
+Script = Callable[[trio_websocket.WebSocketConnection, list[dict[str, Any]]], Awaitable[None]]
+
+
+@asynccontextmanager
+async def scripted(script: Script) -> AsyncIterator[tuple[str, list[list[dict[str, Any]]]]]:
+    """A WebSocket server that answers each connection's first frame with a welcome
+    (heartbeat 1 s), then runs `script(ws, frames)` while recording what the client sends
+    into `frames`; yields its URL and the frames of each connection."""
+    frames: list[list[dict[str, Any]]] = []
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept(subprotocol="hoomi.v1")
+        hello = orjson.loads(await ws.get_message())
+        frames.append([hello])
+        mine = frames[-1]
+        await ws.send_message(_welcome(hello, heartbeat_ms=1000))
+
+        async def record(done: trio.CancelScope) -> None:
+            try:
+                while True:
+                    mine.append(orjson.loads(await ws.get_message()))
+            except trio_websocket.ConnectionClosed:
+                done.cancel()  # the client went away: so does this connection's script
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record, nursery.cancel_scope)
+            await script(ws, mine)
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+        yield f"ws://127.0.0.1:{server.port}/", frames
+        nursery.cancel_scope.cancel()
+
+
+async def test_quiet_line_gets_an_app_ping_and_a_dead_one_a_reconnect(
+    clock: trio.testing.MockClock,
+) -> None:
+
+    async def silent_after_welcome(
+        ws: trio_websocket.WebSocketConnection, frames: list[dict[str, Any]]
+    ) -> None:
+        await trio.sleep_forever()
+
+    async with (
+        scripted(silent_after_welcome) as (url, frames),
+        connect(url, token="t", settings=FAST) as client,
+    ):
+        live_at = trio.current_time()
+        seen = await _until(client, _state(ClientState.BACKOFF), within=30)
+        dead_after = trio.current_time() - live_at
+        await _until(client, _state(ClientState.LIVE), within=30)
+    first = [frame["type"] for frame in frames[0]]
+    assert first == ["hello", "ping"]  # one ping after a quiet interval, then given up
+    assert 2.0 <= dead_after <= 2.2, dead_after  # quiet 1 s + dead 1 s (HOOMI-LIVE-2)
+    assert any("nothing from the server" in getattr(e, "reason", "") for e in seen)
+    assert frames[1][0]["type"] == "hello"  # reconnected, hello first
+
+
+async def test_bad_frames_become_error_events_and_unknown_types_are_ignored(
+    clock: trio.testing.MockClock,
+) -> None:
+
+    async def garbage(ws: trio_websocket.WebSocketConnection, frames: list[dict[str, Any]]) -> None:
+        await ws.send_message('{"type": "from_the_future", "x": 1}')
+        await ws.send_message("not json")
+        await ws.send_message('{"type": "message"}')
+        await trio.sleep_forever()
+
+    async with scripted(garbage) as (url, _), connect(url, token="t", settings=FAST) as client:
+        errors: list[ClientError] = []
+        await _until(
+            client,
+            lambda e: isinstance(e, ClientError) and not errors.append(e) and len(errors) == 2,
+            within=5,
+        )
+        assert [e.code for e in errors] == ["bad_frame", "bad_frame"]
+        assert "$.message" in errors[1].message  # says where the frame is wrong
+        assert client.state is ClientState.LIVE
+
+
+# -- the SDK against a server process killed with SIGKILL -------------------------------------
+
+
+def _serve_process(database: pathlib.Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HOOMI_JWT_SECRET": SECRET, "HOOMI_DATABASE": str(database)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hoomi.cli.main", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _listening(port: int) -> None:
+    with trio.fail_after(20):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)
+            else:
+                await stream.aclose()
+                return
+
+
+@pytest.mark.timeout(120)
+async def test_sigkill_mid_conversation_loses_no_acked_message_and_stores_sends_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    from hoomi.server.sqlite_store import SqliteStore
+
+    database = tmp_path / "kill.db"
+    store = SqliteStore(database)
+    await store.open()
+    dm = await store.create_conversation(
+        kind="direct", members=["alice", "bob"], title=None, now_ms=0
+    )
+    await store.aclose()
+    cid, port, total = dm.conversation_id, _free_port(), 120
+    processes = [_serve_process(database, port)]
+    try:
+        await _listening(port)
+        url = f"ws://127.0.0.1:{port}/"
+        acked: list[int] = []
+        async with (
+            connect(url, token=mint("alice"), settings=FAST) as alice,
+            connect(url, token=mint("bob"), settings=FAST) as bob,
+        ):
+
+            async def chat() -> None:
+                for n in range(total):
+                    acked.append((await alice.send(cid, f"m{n}", client_msg_id=f"k{n}")).seq)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(chat)
+                got = []
+                with trio.fail_after(60):
+                    async for event in bob.events():
+                        if isinstance(event, ChatMessage):
+                            got.append(event)
+                            if len(got) == total // 3 and len(processes) == 1:
+                                processes[0].send_signal(signal.SIGKILL)
+                                processes[0].wait()
+                                processes.append(_serve_process(database, port))
+                            if len(got) == total:
+                                break
+            page = await bob.history(cid, after_seq=0, limit=100)
+            rest = await bob.history(cid, after_seq=100, limit=100)
+            alice_saw = []
+            while True:
+                try:
+                    alice_saw.append(alice.events().receive_nowait())
+                except trio.WouldBlock:
+                    break
+        reconnects = [e for e in alice_saw if isinstance(e, StateChanged)]
+        assert ClientState.BACKOFF in [e.state for e in reconnects], "the kill was not seen"
+        assert [g.seq for g in got] == list(range(1, total + 1))  # once each, in order
+        assert [g.text for g in got] == [f"m{n}" for n in range(total)]
+        assert acked == list(range(1, total + 1))
+        stored = [m.client_msg_id for m in page.messages + rest.messages]
+        assert stored == [f"k{n}" for n in range(total)]  # each send stored exactly once
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
