@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -45,6 +45,7 @@ def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0.01)
 
 
+_T = TypeVar("_T")
 FAST = ClientSettings(backoff=Backoff(initial_ms=20, max_ms=200, multiplier=2, max_attempts=50))
 
 
@@ -59,16 +60,20 @@ async def _until(client: Client, want: Callable[[Event], bool], within: float = 
     raise AssertionError(f"events ended before the wanted one: {seen}")
 
 
+async def _collect(client: Client, kind: type[_T], count: int, within: float = 10) -> list[_T]:
+    """The next `count` events of `kind` from `events()` (other events skipped)."""
+    got: list[_T] = []
+    with trio.fail_after(within):
+        async for event in client.events():
+            if isinstance(event, kind):
+                got.append(event)
+                if len(got) == count:
+                    return got
+    raise AssertionError(f"events ended after {got}")
+
+
 async def _messages(client: Client, count: int, within: float = 10) -> list[ChatMessage]:
-    """The next `count` messages from `events()` (other events skipped)."""
-    got: list[ChatMessage] = []
-    if count:
-        await _until(
-            client,
-            lambda e: isinstance(e, ChatMessage) and not got.append(e) and len(got) == count,
-            within,
-        )
-    return got
+    return await _collect(client, ChatMessage, count, within)
 
 
 def _state(state: ClientState) -> Callable[[Event], bool]:
@@ -144,13 +149,10 @@ async def test_a_terminal_close_ends_the_client_without_a_reconnect(
         async with connect(hoomi.url, token=mint("alice"), settings=FAST) as alice:
             [session] = list(hoomi.server.sessions)
             assert hoomi.server.kick(session)
-            seen = await _until(alice, _state(ClientState.CLOSED))
-            assert seen[-1] == StateChanged(
-                state=ClientState.CLOSED,
-                close_code=4004,
-                reason=seen[-1].reason,  # type: ignore[union-attr]
-            )
-            assert "4004" in seen[-1].reason  # type: ignore[union-attr]
+            closed_at = (await _until(alice, _state(ClientState.CLOSED)))[-1]
+            assert isinstance(closed_at, StateChanged)
+            assert closed_at.close_code == 4004
+            assert "4004" in closed_at.reason
             await trio.sleep(0.5)  # ten backoff ceilings of FAST: a reconnect would be here
             assert not hoomi.server.sessions
             with pytest.raises(ClientClosed) as closed:
@@ -328,12 +330,7 @@ async def test_bad_frames_become_error_events_and_unknown_types_are_ignored(
         await trio.sleep_forever()
 
     async with scripted(garbage) as (url, _), connect(url, token="t", settings=FAST) as client:
-        errors: list[ClientError] = []
-        await _until(
-            client,
-            lambda e: isinstance(e, ClientError) and not errors.append(e) and len(errors) == 2,
-            within=5,
-        )
+        errors = await _collect(client, ClientError, 2, within=5)
         assert [e.code for e in errors] == ["bad_frame", "bad_frame"]
         assert "$.message" in errors[1].message  # says where the frame is wrong
         assert client.state is ClientState.LIVE
