@@ -562,8 +562,9 @@ class Server:
         try:
             identity = self.verifier.verify(request.token, now_s=self.wall())
         except TokenError as refused:
-            # HOOMI-TOKEN-2: any refused refresh is `unauthorized`; the old token stays.
-            session.reply_error(request.id, ErrorCode.UNAUTHORIZED, refused.message)
+            # HOOMI-TOKEN-2: `token_expired` for an expired token (the client needs a new one),
+            # `unauthorized` otherwise; either way the old token stays in force.
+            session.reply_error(request.id, refused.code, refused.message)
             return
         if identity.user_id != session.user_id:
             session.reply_error(request.id, ErrorCode.UNAUTHORIZED, "token is for another user")
