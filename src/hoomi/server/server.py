@@ -423,11 +423,16 @@ class Server:
         started = time.perf_counter()
         now = trio.current_time()
         deliveries = 0
+        typing = self.typing
         for message in messages:
             cid = message.conversation_id
             self.published_seq[cid] = (message.seq, now)
             frame = text_frame(encode_bytes(m.MessageEvent(message=message)))
             try:
+                if typing and (cid, message.sender_id) in typing:
+                    # The message ends its sender's typing, and the stop goes out first, so
+                    # that no member sees the sender typing below the message (HOOMI-TYPING-3).
+                    self.set_typing(cid, message.sender_id, active=False)
                 deliveries += self.fanout.publish(cid, frame, seq=message.seq)
             except Exception:  # a bug must not stop the rest of the batch from going out
                 logs.failure("publish_failed", conversation=cid, seq=message.seq)
@@ -546,7 +551,6 @@ class Server:
         except Exception as exc:
             session.refuse(request, exc)
             return
-        self.set_typing(stored.conversation_id, session.user_id, active=False)
         session.send(
             m.Ack(
                 id=request.id,
