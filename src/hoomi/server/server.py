@@ -6,10 +6,11 @@ Structure (every task has a parent):
            └─ connections ─┬─ accept loop (trio.serve_listeners), cancelled by `shutdown`
                            └─ one Session.run per connection, each in its own nursery
 
-`drain` (an operator's) stops accepting and closes every session with going_away after what
-is already queued; the process keeps serving. `shutdown` (SIGTERM, SIGINT) drains, waits for
-the sessions under the drain deadline and returns; the caller then closes the store. Acked
-messages are already durable.
+`drain` (an operator's) stops accepting (the listeners close: new TCP connections are
+refused) and closes every session with going_away after what is already queued, as well as
+any connection accepted before and upgraded after it; the process keeps serving. `shutdown`
+(SIGTERM, SIGINT) drains, waits for the sessions under the drain deadline and returns; the
+caller then closes the store. Acked messages are already durable.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class Server:
         handshake = None
         with trio.move_on_after(settings.hello_timeout_ms / 1000):
             handshake = await ws.accept(self._choose)
-        if handshake is None or self.draining:
+        if handshake is None:
             await ws.aclose()
             return
         session = Session(self, ws, accepted_at=accepted_at)
@@ -196,7 +197,11 @@ class Server:
         self.metrics.connections += 1
         logs.event("connected", session=session.id, remote=ws.peer(), origin=handshake.origin)
         self.notify("connect", session)
-        if SUBPROTOCOL not in handshake.subprotocols:
+        if self.draining:
+            # Accepted before the drain closed the listener, upgraded after it: going away,
+            # like every session of this server (HOOMI-CLOSE-2), not a bare TCP close.
+            session.fire(Event.DRAIN, detail="server is draining")
+        elif SUBPROTOCOL not in handshake.subprotocols:
             session.fire(Event.NO_SUBPROTOCOL, detail="offer the subprotocol hoomi.v1")
         try:
             async with trio.open_nursery() as nursery:
