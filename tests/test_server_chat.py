@@ -31,10 +31,10 @@ async def test_two_clients_authenticate_chat_and_see_each_other(tmp_path: pathli
 
         ack = await bob.request("send", conversation_id=cid, client_msg_id="k1", text="hi alice")
         assert (ack["type"], ack["seq"]) == ("ack", 1)
-        # Sending ends typing; the spec leaves the order of these two frames open.
-        frames = {f["type"]: f for f in [await alice.recv(), await alice.recv()]}
-        assert frames["user_typing"]["active"] is False
-        got = frames["message"]
+        # Sending ends typing, and the stop comes before the message (HOOMI-TYPING-3).
+        stopped, got = await alice.recv(), await alice.recv()
+        assert (stopped["type"], stopped["active"]) == ("user_typing", False)
+        assert got["type"] == "message"
         assert got["message"]["text"] == "hi alice"
         assert got["message"]["seq"] == 1
         assert got["message"]["sender_id"] == "bob"

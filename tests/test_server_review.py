@@ -149,10 +149,13 @@ async def test_a_long_replay_does_not_close_a_client_that_reads(tmp_path: pathli
         assert seqs == list(range(1, 601))
 
 
-async def test_a_refused_refresh_is_unauthorized_even_when_expired(
+async def test_a_refresh_with_an_expired_token_is_token_expired_and_changes_nothing(
     tmp_path: pathlib.Path,
 ) -> None:
     async with running_server(tmp_path) as hoomi:
         alice = await hoomi.connect("alice")
         reply = await alice.request("refresh", token=mint("alice", ttl_s=-60))
-        assert reply["code"] == "unauthorized"
+        assert (reply["type"], reply["code"]) == ("error", "token_expired")
+        assert (await alice.request("ping"))["type"] == "pong"
+        session = next(iter(hoomi.server.sessions.values()))
+        assert session.expires_at_ms == alice.welcome["token_expires_at"]

@@ -183,9 +183,23 @@ def expected_error(frame: str) -> tuple[str, str, str | None] | None:
         return ("unknown_type", "$.type", request_id)
     paths = schema_error_paths(CLIENT[kind], value)
     if not paths:
-        return None
+        repeat = first_repeat(CLIENT[kind], value)
+        return None if repeat is None else ("bad_request", repeat, request_id)
     assert len(paths) == 1, f"frame has more than one problem: {sorted(paths)}"
     return ("bad_request", paths.pop(), request_id)
+
+
+def first_repeat(schema: Mapping[str, Any], value: dict[str, Any]) -> str | None:
+    """Rule 5: the path of the first item of an `x-unique-by` array that repeats its key."""
+    for name, prop in schema.get("properties", {}).items():
+        key = prop.get("x-unique-by")
+        if key is None:
+            continue
+        keys = [item[key] for item in value.get(name, [])]
+        for index, item_key in enumerate(keys):
+            if item_key in keys[:index]:
+                return json_path([name, index, key])
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -605,3 +619,30 @@ def test_decoder_rules_sanity() -> None:
     assert expected_error(nested) is None
     too_deep = '{"type":"ping","id":"p","x":' + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "}"
     assert expected_error(too_deep) == ("bad_request", "$", None)
+    # Rule 5: resume positions differ in conversation_id, whatever their after_seq.
+    resume = '{"type":"hello","id":"h","token":"t","resume":[%s]}'
+    a0, b0, a1 = (
+        f'{{"conversation_id":"{c}","after_seq":{n}}}' for c, n in [("a", 0), ("b", 0), ("a", 1)]
+    )
+    assert expected_error(resume % f"{a0},{b0}") is None
+    assert expected_error(resume % f"{a0},{b0},{a1}") == (
+        "bad_request",
+        "$.resume[2].conversation_id",
+        "h",
+    )
+
+
+def test_unique_by_names_a_required_key_of_the_items() -> None:
+    """`x-unique-by` (decoder rule 5) sits on arrays whose items all carry that key."""
+    found = 0
+    for schema in CLIENT.values():
+        resolver = REGISTRY.resolver(base_uri=schema["$id"])
+        for name, prop in schema["properties"].items():
+            if "x-unique-by" in prop:
+                found += 1
+                assert prop["type"] == "array", name
+                items, items_resolver = _items(prop, resolver)
+                if "$ref" in items:
+                    items = items_resolver.lookup(items["$ref"]).contents
+                assert prop["x-unique-by"] in items["required"], name
+    assert found >= 1

@@ -85,13 +85,15 @@ class InProcessBackend:
         self,
         sub: str,
         *,
-        exp_in_s: int = 3600,
+        exp_in_s: int | None = 3600,
         nbf_in_s: int | None = None,
         alg: str = "HS256",
         key: str = "valid",
     ) -> str:
         now = int(time.time())
-        claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + exp_in_s}
+        claims: dict[str, Any] = {"sub": sub, "iat": now}
+        if exp_in_s is not None:
+            claims["exp"] = now + exp_in_s
         if nbf_in_s is not None:
             claims["nbf"] = now + nbf_in_s
         if alg == "none":

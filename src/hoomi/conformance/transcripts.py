@@ -163,14 +163,15 @@ class Backend(Protocol):
         self,
         sub: str,
         *,
-        exp_in_s: int = 3600,
+        exp_in_s: int | None = 3600,
         nbf_in_s: int | None = None,
         alg: str = "HS256",
         key: str = "valid",
     ) -> str:
-        """A JWT for `sub` with iat = now, exp = now + exp_in_s, nbf = now + nbf_in_s if given,
-        plus any claims the server requires. alg "none": unsigned (see `unsigned_jwt`);
-        key "wrong": signed with a key the server does not trust."""
+        """A JWT for `sub` with iat = now, exp = now + exp_in_s (no exp claim at all if
+        exp_in_s is None), nbf = now + nbf_in_s if given, plus any claims the server
+        requires. alg "none": unsigned (see `unsigned_jwt`); key "wrong": signed with a key
+        the server does not trust."""
         ...
 
     async def create_conversation(

@@ -59,14 +59,19 @@ def _schema_registry() -> tuple[jsonschema_rs.Registry, dict[str, Any]]:
     return jsonschema_rs.Registry(resources), by_path
 
 
+# (array field, key): the array's items must differ in that key (`x-unique-by`).
+_Unique = tuple[tuple[str, str], ...]
+_Entry = tuple[jsonschema_rs.Validator, type[Any], _Unique]
+
+
 @functools.cache
-def _validators() -> dict[Direction, dict[str, tuple[jsonschema_rs.Validator, type[Any]]]]:
+def _validators() -> dict[Direction, dict[str, _Entry]]:
     registry, by_path = _schema_registry()
     catalogue: dict[Direction, Mapping[str, type[Any]]] = {
         Direction.CLIENT: CLIENT_MESSAGES,
         Direction.SERVER: SERVER_MESSAGES,
     }
-    compiled: dict[Direction, dict[str, tuple[jsonschema_rs.Validator, type[Any]]]] = {}
+    compiled: dict[Direction, dict[str, _Entry]] = {}
     for direction, classes in catalogue.items():
         compiled[direction] = {}
         for tag, cls in classes.items():
@@ -74,7 +79,12 @@ def _validators() -> dict[Direction, dict[str, tuple[jsonschema_rs.Validator, ty
             validator = jsonschema_rs.Draft202012Validator(
                 schema, registry=registry, base_uri=schema["$id"], offline=True
             )
-            compiled[direction][tag] = (validator, cls)
+            unique = tuple(
+                (name, prop["x-unique-by"])
+                for name, prop in schema.get("properties", {}).items()
+                if "x-unique-by" in prop
+            )
+            compiled[direction][tag] = (validator, cls, unique)
     return compiled
 
 
@@ -133,12 +143,31 @@ def _schema_error(error: jsonschema_rs.ValidationError, tag: str, rid: str | Non
     return ProtocolError(ErrorCode.BAD_REQUEST, message, path=json_path(parts), request_id=rid)
 
 
+def _check_unique(obj: dict[str, Any], unique: _Unique, tag: str, rid: str | None) -> None:
+    """Decoder rule 5 (examples/README.md): no two items of an `x-unique-by` array share
+    that key; the error names the first repeat (`$.resume[1].conversation_id`)."""
+    for name, key in unique:
+        seen: set[Any] = set()
+        for index, item in enumerate(obj.get(name) or ()):
+            value = item[key]  # the schema requires the key and makes it a string
+            if value in seen:
+                path = json_path([name, index, key])
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST,
+                    f"`{tag}`: {path} repeats {value!r}; list each at most once",
+                    path=path,
+                    request_id=rid,
+                )
+            seen.add(value)
+
+
 def decode(data: str | bytes, direction: Direction = Direction.CLIENT) -> Message:
     """Parse and validate one frame sent by `direction`.
 
     Raises `ProtocolError` (and nothing else) when the frame is not JSON, not an object,
-    has no string `type`, names no message of that direction (``unknown_type``), or breaks
-    the message's schema (``bad_request`` with the JSON path).
+    has no string `type`, names no message of that direction (``unknown_type``), breaks
+    the message's schema, or repeats a key in an `x-unique-by` array such as `hello.resume`
+    (``bad_request`` with the JSON path).
     """
     message: Message = _decode(data, direction)
     return message
@@ -180,11 +209,13 @@ def _decode(data: str | bytes, direction: Direction) -> Any:
             path="$.type",
             request_id=rid,
         )
-    validator, cls = entry
+    validator, cls, unique = entry
     try:
         validator.validate(obj)
     except jsonschema_rs.ValidationError as exc:
         raise _schema_error(exc, tag, rid) from None
+    if unique:
+        _check_unique(obj, unique, tag, rid)
     try:
         return CONVERTER.structure(obj, cls)
     except Exception as exc:  # pragma: no cover - the schema admits only what structures

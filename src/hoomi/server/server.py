@@ -6,10 +6,11 @@ Structure (every task has a parent):
            └─ connections ─┬─ accept loop (trio.serve_listeners), cancelled by `shutdown`
                            └─ one Session.run per connection, each in its own nursery
 
-`drain` (an operator's) stops accepting and closes every session with going_away after what
-is already queued; the process keeps serving. `shutdown` (SIGTERM, SIGINT) drains, waits for
-the sessions under the drain deadline and returns; the caller then closes the store. Acked
-messages are already durable.
+`drain` (an operator's) stops accepting (the listeners close: new TCP connections are
+refused) and closes every session with going_away after what is already queued, as well as
+any connection accepted before and upgraded after it; the process keeps serving. `shutdown`
+(SIGTERM, SIGINT) drains, waits for the sessions under the drain deadline and returns; the
+caller then closes the store. Acked messages are already durable.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class Server:
         handshake = None
         with trio.move_on_after(settings.hello_timeout_ms / 1000):
             handshake = await ws.accept(self._choose)
-        if handshake is None or self.draining:
+        if handshake is None:
             await ws.aclose()
             return
         session = Session(self, ws, accepted_at=accepted_at)
@@ -196,7 +197,11 @@ class Server:
         self.metrics.connections += 1
         logs.event("connected", session=session.id, remote=ws.peer(), origin=handshake.origin)
         self.notify("connect", session)
-        if SUBPROTOCOL not in handshake.subprotocols:
+        if self.draining:
+            # Accepted before the drain closed the listener, upgraded after it: going away,
+            # like every session of this server (HOOMI-CLOSE-2), not a bare TCP close.
+            session.fire(Event.DRAIN, detail="server is draining")
+        elif SUBPROTOCOL not in handshake.subprotocols:
             session.fire(Event.NO_SUBPROTOCOL, detail="offer the subprotocol hoomi.v1")
         try:
             async with trio.open_nursery() as nursery:
@@ -423,11 +428,16 @@ class Server:
         started = time.perf_counter()
         now = trio.current_time()
         deliveries = 0
+        typing = self.typing
         for message in messages:
             cid = message.conversation_id
             self.published_seq[cid] = (message.seq, now)
             frame = text_frame(encode_bytes(m.MessageEvent(message=message)))
             try:
+                if typing and (cid, message.sender_id) in typing:
+                    # The message ends its sender's typing, and the stop goes out first, so
+                    # that no member sees the sender typing below the message (HOOMI-TYPING-3).
+                    self.set_typing(cid, message.sender_id, active=False)
                 deliveries += self.fanout.publish(cid, frame, seq=message.seq)
             except Exception:  # a bug must not stop the rest of the batch from going out
                 logs.failure("publish_failed", conversation=cid, seq=message.seq)
@@ -546,7 +556,6 @@ class Server:
         except Exception as exc:
             session.refuse(request, exc)
             return
-        self.set_typing(stored.conversation_id, session.user_id, active=False)
         session.send(
             m.Ack(
                 id=request.id,
@@ -562,8 +571,9 @@ class Server:
         try:
             identity = self.verifier.verify(request.token, now_s=self.wall())
         except TokenError as refused:
-            # HOOMI-TOKEN-2: any refused refresh is `unauthorized`; the old token stays.
-            session.reply_error(request.id, ErrorCode.UNAUTHORIZED, refused.message)
+            # HOOMI-TOKEN-2: `token_expired` for an expired token (the client needs a new one),
+            # `unauthorized` otherwise; either way the old token stays in force.
+            session.reply_error(request.id, refused.code, refused.message)
             return
         if identity.user_id != session.user_id:
             session.reply_error(request.id, ErrorCode.UNAUTHORIZED, "token is for another user")
