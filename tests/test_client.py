@@ -36,7 +36,7 @@ from hoomi.client import (
     connect,
 )
 from hoomi.client.client import Client
-from hoomi.protocol.messages import ChatMessage
+from hoomi.protocol.messages import ChatMessage, Presence, Receipt
 
 
 @pytest.fixture
@@ -90,6 +90,15 @@ async def test_send_is_acked_and_each_member_sees_the_message_once(tmp_path: pat
         ):
             assert alice.user_id == "alice"
             assert list(bob.conversations) == [cid]
+            # Each learns who is online from the SDK's query after welcome, then the changes
+            # pushed in order (HOOMI-PRESENCE-2, -3): alice saw bob offline, then coming.
+            [already] = await _collect(bob, Presence, 1)
+            assert (already.user_id, already.status) == ("alice", "online")
+            absent, came = await _collect(alice, Presence, 2)
+            assert [(p.user_id, p.status) for p in (absent, came)] == [
+                ("bob", "offline"),
+                ("bob", "online"),
+            ]
             acks = [await alice.send(cid, f"hi {n}") for n in range(3)]
             assert [ack.seq for ack in acks] == [1, 2, 3]
             for client in (alice, bob):  # the sender's own session too (HOOMI-DELIVER-1)
@@ -99,10 +108,10 @@ async def test_send_is_acked_and_each_member_sees_the_message_once(tmp_path: pat
             page = await bob.history(cid, after_seq=1)
             assert [m.seq for m in page.messages] == [2, 3]
             await bob.read(cid, 3)
-            assert await bob.presence(["alice"]) == (
-                await alice.presence(["alice"])  # shares a conversation with herself
-                or await bob.presence(["alice"])
-            )
+            [receipt] = await _collect(alice, Receipt, 1)
+            assert (receipt.user_id, receipt.seq) == ("bob", 3)
+            [state] = await bob.presence(["alice", "nobody-shared"])
+            assert (state.user_id, state.status) == ("alice", "online")
             with pytest.raises(RequestFailed) as refused:
                 await alice.send("c_nonexistent", "x")
             assert refused.value.code == "not_found"

@@ -48,6 +48,8 @@ from .streams import Step, Streams
 TokenProvider = Callable[[], Awaitable[str]]
 
 _RETRYABLE = frozenset({ErrorCode.RATE_LIMITED.value, ErrorCode.UNAVAILABLE.value})
+_PRESENCE_PREFIX = "presence-"  # the ids of the presence queries made after each welcome
+_PRESENCE_QUERY_MAX = 100  # user_ids per presence_query (its schema's maxItems)
 _ABNORMAL = 1006  # trio-websocket's code for a connection that ended without a close frame
 
 
@@ -367,6 +369,16 @@ class Client:
             if not pending.done.is_set():
                 await self._write_pending(pending)
 
+    async def _query_presence(self) -> None:
+        user = self.user_id
+        contacts = sorted({u for c in self.conversations.values() for u in c.members if u != user})
+        for start in range(0, len(contacts), _PRESENCE_QUERY_MAX):
+            frame = m.PresenceQuery(
+                id=f"{_PRESENCE_PREFIX}{next(self._ids)}",
+                user_ids=tuple(contacts[start : start + _PRESENCE_QUERY_MAX]),
+            )
+            await self._write(frame)
+
     async def _reset_backoff(self) -> None:
         self._attempt = 0
 
@@ -487,6 +499,11 @@ class Client:
             self.streams.left(frame.conversation_id)
             self.conversations.pop(frame.conversation_id, None)
             await self._emit(frame)
+        elif isinstance(frame, m.PresenceResult) and frame.id.startswith(_PRESENCE_PREFIX):
+            for user in frame.users:  # the snapshot after welcome, as if pushed
+                await self._emit(
+                    m.Presence(user_id=user.user_id, status=user.status, last_seen=user.last_seen)
+                )
         elif isinstance(frame, m.UserTyping | m.Presence | m.Receipt):
             await self._emit(frame)
         elif hasattr(frame, "id"):
@@ -746,6 +763,7 @@ _ACTIONS: dict[str, Callable[[Client], Awaitable[None]]] = {
     "send_hello": Client._send_hello,
     "start_streams": Client._start_streams,
     "resend_pending": Client._resend_pending,
+    "query_presence": Client._query_presence,
     "reset_backoff": Client._reset_backoff,
     "start_quiet_timer": Client._start_quiet_timer,
     "restart_quiet_timer": Client._restart_quiet_timer,
