@@ -37,7 +37,8 @@ bench-setup:
     {{bin}}/python -m pip install -q -e '.[dev,bench]'
     cd bench/peers/node && npm ci --no-audit --no-fund
 
-# Benchmarks (never part of the test suite): the codec and the store's writes, then Hoomi
+# Benchmarks (never part of the test suite): the codec, the store's writes and the client
+# SDK, then Hoomi
 # against its peers in one run (`just bench fanout --quick`, `just bench --servers hoomi
 # node-ws`; see `python -m bench --help`; `--quick` shortens the micro-benchmarks too).
 # Results land in bench/results/; docs/benchmarks.md is rebuilt.
@@ -45,6 +46,7 @@ bench *args:
     mkdir -p bench/results
     {{bin}}/python bench/bench_codec.py --json bench/results/codec.json {{ if args =~ '(^| )--quick( |$)' { '--quick' } else { '' } }}
     {{bin}}/python bench/bench_writer.py --json bench/results/writer.json {{ if args =~ '(^| )--quick( |$)' { '--quick' } else { '' } }}
+    {{bin}}/python bench/bench_client.py --json bench/results/client.json {{ if args =~ '(^| )--quick( |$)' { '--quick' } else { '' } }}
     {{bin}}/python -m bench {{args}}
     {{bin}}/python -m bench.report
 

@@ -47,6 +47,21 @@ def test_store_write_benchmark_runs_and_writes_its_figures(tmp_path: pathlib.Pat
         assert line["writer_us_per_msg"] >= 0
 
 
+def test_client_benchmark_runs_and_writes_its_figures(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "client.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_client.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(out.read_bytes())
+    assert all(value > 0 for value in result["us_per_message"].values())
+    assert result["resume_100"]["sdk median ms"] > 0
+
+
 def test_benchmark_harness_runs_a_tiny_hoomi_fanout_and_storm(tmp_path: pathlib.Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
