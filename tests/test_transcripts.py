@@ -43,11 +43,15 @@ SERVER_BUGS: Final[Mapping[str, str]] = {}
 
 class InProcessBackend:
     """A `Backend` on `running_server`: each `start` is a fresh server and database, served
-    by a task in `nursery` (so the runner may bound `start` and `stop` with cancel scopes)."""
+    by a task in `nursery` (so the runner may bound `start` and `stop` with cancel scopes);
+    with `admin`, the server's admin API listens too."""
 
-    def __init__(self, tmp_path: pathlib.Path, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, tmp_path: pathlib.Path, nursery: trio.Nursery, *, admin: bool = False
+    ) -> None:
         self._tmp_path = tmp_path
         self._nursery = nursery
+        self._admin = admin
         self._running: Running | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
@@ -73,7 +77,9 @@ class InProcessBackend:
         self._stopped = trio.Event()
         try:
             database = f"hoomi-{self._starts}.db"
-            async with running_server(self._tmp_path, database=database, **config) as running:
+            async with running_server(
+                self._tmp_path, database=database, admin=self._admin, **config
+            ) as running:
                 self._running = running
                 task_status.started(running.url)
                 await self._stop.wait()

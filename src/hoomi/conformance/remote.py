@@ -80,6 +80,15 @@ class AdminBackend:
         self.settings = dict(settings)
         self.jwt_secret = jwt_secret
 
+    @classmethod
+    async def connect(
+        cls, url: str, api: httpx.AsyncClient, *, jwt_secret: str | None = None
+    ) -> AdminBackend:
+        """A backend for the server at `url` whose admin API `api` reaches (its base URL
+        and token set), once the API answered with the server's settings; raises
+        `ServerUnusable` saying what is wrong."""
+        return cls(url, api, await _settings(api), jwt_secret=jwt_secret)
+
     # -- what can run ---------------------------------------------------------------------
 
     def config_mismatch(self, config: Mapping[str, Any]) -> str | None:
@@ -187,8 +196,9 @@ class AdminBackend:
         await self._call("POST", "/v1/drain")
 
 
-async def _settings(api: httpx.AsyncClient, admin_url: str) -> dict[str, Any]:
+async def _settings(api: httpx.AsyncClient) -> dict[str, Any]:
     """`GET /v1/settings`, or `ServerUnusable` saying what is wrong."""
+    admin_url = str(api.base_url).rstrip("/")
     try:
         response = await api.get("/v1/settings")
     except httpx.TimeoutException:
@@ -288,8 +298,7 @@ async def admin_backend(
     async with httpx.AsyncClient(
         base_url=admin_url.rstrip("/"), headers=headers, timeout=timeout_s
     ) as api:
-        settings = await _settings(api, admin_url)
-        backend = AdminBackend(url, api, settings, jwt_secret=jwt_secret)
+        backend = await AdminBackend.connect(url, api, jwt_secret=jwt_secret)
         if backend.token_problem(TokenSpec()) is not None:
             raise ServerUnusable(
                 "The kit cannot make user tokens: give the server's HS256 secret with "
