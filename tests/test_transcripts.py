@@ -110,13 +110,12 @@ class InProcessBackend:
         )
         return info.conversation_id
 
-    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> None:
+    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> int:
         if kind == "system":
-            await self.running.server.post(conversation_id, text)
-            return
+            return (await self.running.server.post(conversation_id, text)).seq
         assert sender is not None, "a user message needs a sender"
         # A user's message as if sent, minus the connection: fanned out like any send.
-        await self.running.server.post(conversation_id, text, sender, kind="user")
+        return (await self.running.server.post(conversation_id, text, sender, kind="user")).seq
 
     async def add_member(self, conversation_id: str, user: str) -> None:
         await self.running.server.add_member(conversation_id, user)
@@ -268,13 +267,16 @@ def test_the_monitor_wants_each_seq_one_above_the_last() -> None:
     assert repeat.value.requirements == ("HOOMI-DELIVER-2",)
     with pytest.raises(InvariantBroken):
         monitor.check(message(2))
-    # A history page, resume_gap or membership change resets what is expected: each jump
-    # below follows one (without it, each would be a gap).
+    # A history page, resume_gap or conversation_left resets what is expected, and
+    # conversation_joined announces it: each jump below follows one (else it is a gap).
     resets = (
         {"type": "history_page", "conversation_id": "c1", "messages": []},
         {"type": "resume_gap", "conversation_id": "c1", "after_seq": 1, "latest_seq": 9},
         {"type": "conversation_left", "conversation_id": "c1"},
-        {"type": "conversation_joined", "conversation": {"conversation_id": "c1"}},
+        {
+            "type": "conversation_joined",
+            "conversation": {"conversation_id": "c1", "latest_seq": 79},
+        },
     )
     for jump, reset in zip((50, 60, 70, 80), resets, strict=True):
         monitor.check(reset)

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from hoomi.cli.render import plural
 from hoomi.conformance import Outcome, Result, Transcript, load_transcripts
 from hoomi.conformance.remote import ServerUnusable, admin_backend
 from hoomi.conformance.report import counts, failure_reason, junit_xml, to_json, verdicts
@@ -231,6 +232,7 @@ async def _run_server(
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # a bar in a log file is noise
     )
     with progress:
         task = progress.add_task(f"connecting to {url}", total=len(transcripts))
@@ -276,7 +278,8 @@ def _print_server_report(results: list[Result], url: str) -> None:
             highlight=False,
         )
     summary = (
-        f"{len(results)} transcripts: {tally['passed']} passed, {tally['failed']} failed, "
+        f"{plural(len(results), 'transcript')}: {tally['passed']} passed, "
+        f"{tally['failed']} failed, "
         f"{tally['skipped']} skipped."
     )
     console.print(summary, style="red" if failed else "green", highlight=False)

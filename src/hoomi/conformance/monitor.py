@@ -1,8 +1,8 @@
 """The runner's invariant monitor: seqs on one connection go up by one.
 
 Every `message` event that a step consumes is checked, whatever the step expects: per
-(connection, conversation), after the first message seen on that connection, each seq is
-exactly one above the previous one (spec/v1/transcripts/README.md, "Invariants"):
+(connection, conversation), each seq is exactly one above the one before it on that
+connection (spec/v1/transcripts/README.md, "Invariants"):
 
 - a seq that is not above the previous one (a repeat, or out of order) breaks
   HOOMI-DELIVER-2 (a session receives a conversation's messages in ascending seq order);
@@ -10,10 +10,12 @@ exactly one above the previous one (spec/v1/transcripts/README.md, "Invariants")
   seq skipped in storage and a stored message left undelivered look alike: the monitor
   names SEND-2 for both (a server that loses a delivery fails under that id).
 
-The first message of a conversation on a connection may have any seq (a resume starts
-where the client says, a live message where the conversation is). A `history_page`, a
-`resume_gap`, `conversation_joined` or `conversation_left` about a conversation resets what
-is expected of it on that connection: the client has paged or been told of a jump.
+"The one before" is the previous message of that conversation on the connection, else the
+`latest_seq` that the `welcome` or `conversation_joined` announced (live messages follow it,
+HOOMI-HELLO-3, HOOMI-CONV-3), except for a conversation the connection's `hello` resumes:
+there the first message may have any seq (the replay's start is for the transcript's steps
+to judge, HOOMI-RESUME-2). A `history_page`, `resume_gap` or `conversation_left` about a
+conversation resets what is expected of it: the client has paged or been told of a jump.
 """
 
 from __future__ import annotations
@@ -36,11 +38,30 @@ class InvariantBroken(StepFailed):
 
 
 class SeqMonitor:
-    """The last seq seen per conversation on one connection."""
+    """The last seq seen (or announced) per conversation on one connection."""
 
     def __init__(self, connection: str) -> None:
         self.connection = connection
         self._last: dict[str, int] = {}
+        self._resumed: set[str] = set()
+
+    def sent(self, frame: Any) -> None:
+        """Note a frame the connection sent: a `hello`'s resume positions."""
+        if isinstance(frame, dict) and frame.get("type") == "hello":
+            resume = frame.get("resume")
+            positions = resume if isinstance(resume, list) else []
+            self._resumed = {
+                str(p.get("conversation_id")) for p in positions if isinstance(p, dict)
+            }
+
+    def _announce(self, conversation: Any) -> None:
+        if not isinstance(conversation, dict):
+            return
+        cid, latest = conversation.get("conversation_id"), conversation.get("latest_seq")
+        if not isinstance(cid, str) or cid in self._resumed:
+            return
+        if isinstance(latest, int) and not isinstance(latest, bool):
+            self._last[cid] = latest
 
     def check(self, frame: Any) -> None:
         """Note one consumed frame; raise `InvariantBroken` if it breaks the invariant."""
@@ -50,10 +71,15 @@ class SeqMonitor:
         if kind in _RESETS:
             self._last.pop(str(frame.get("conversation_id")), None)
             return
+        if kind == "welcome" and isinstance(frame.get("conversations"), list):
+            for conversation in frame["conversations"]:
+                self._announce(conversation)
+            return
         if kind == "conversation_joined":
             conversation = frame.get("conversation")
             if isinstance(conversation, dict):
-                self._last.pop(str(conversation.get("conversation_id")), None)
+                self._resumed.discard(str(conversation.get("conversation_id")))
+            self._announce(conversation)
             return
         message = frame.get("message") if kind == "message" else None
         if not isinstance(message, dict):

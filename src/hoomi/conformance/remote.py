@@ -175,11 +175,13 @@ class AdminBackend:
         created = await self._call("POST", "/v1/conversations", body)
         return str(created["conversation_id"])
 
-    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> None:
+    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> int:
         body: dict[str, Any] = {"text": text, "kind": kind}
         if sender is not None:
             body["sender_id"] = sender
-        await self._call("POST", f"/v1/conversations/{_segment(conversation_id)}/messages", body)
+        path = f"/v1/conversations/{_segment(conversation_id)}/messages"
+        stored = await self._call("POST", path, body)
+        return int(stored["seq"])
 
     async def add_member(self, conversation_id: str, user: str) -> None:
         path = f"/v1/conversations/{_segment(conversation_id)}/members"

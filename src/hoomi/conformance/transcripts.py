@@ -43,7 +43,7 @@ import attrs
 import trio
 
 from .client import SHOW_CHARS, Bad, Connection, End, Frame, StepFailed
-from .monitor import InvariantBroken, SeqMonitor
+from .monitor import SEND_2, InvariantBroken, SeqMonitor
 from .users import unique_ids, with_users
 
 DEFAULT_TIMEOUT_MS = 5000
@@ -213,8 +213,9 @@ class Backend(Protocol):
         """Create a conversation; return the server's id for it."""
         ...
 
-    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> None:
-        """Store a message: kind "user" as `sender`'s message, kind "system" as the server's."""
+    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> int:
+        """Store a message: kind "user" as `sender`'s message, kind "system" as the server's;
+        return the seq it was stored under."""
         ...
 
     async def add_member(self, conversation_id: str, user: str) -> None: ...
@@ -564,6 +565,8 @@ class _Run:
         everything = self.transcript.requirements
         try:
             await self.setup()
+        except InvariantBroken as broken:
+            raise _Failure(None, "setup", str(broken), broken.requirements) from None
         except StepFailed as failed:
             raise _Failure(None, "setup", str(failed), everything) from None
         for index, step in enumerate(self.transcript.steps):
@@ -624,16 +627,28 @@ class _Run:
                 self.backend.create_conversation(conv["kind"], conv["members"], conv.get("title")),
             )
             self.conversations[conv["ref"]] = str(cid)
+        stored: dict[str, int] = {}
         for number, message in enumerate(setup.get("messages", ()), 1):
-            await self._call(
+            ref = message["conversation"]
+            seq = await self._call(
                 f"storing setup message {number}",
                 self.backend.post(
-                    self._conv(message["conversation"]),
+                    self._conv(ref),
                     message.get("sender"),
                     message["text"],
                     message.get("kind", "user"),
                 ),
             )
+            stored[ref] = stored.get(ref, 0) + 1
+            if seq != stored[ref]:
+                # The README promises literal seqs from 1 in setup order; this is the
+                # first place a server that skips or reuses seqs shows it.
+                raise InvariantBroken(
+                    f"setup message {number} was stored as seq {seq} of conversation {ref!r} "
+                    f"where seq {stored[ref]} was due: seqs start at 1 and are gap-free "
+                    "(HOOMI-SEND-2)",
+                    (SEND_2,),
+                )
 
     async def close_all(self) -> None:
         """Close what is still open, politely and concurrently, within `_CLEANUP_S`."""
@@ -696,6 +711,7 @@ class _Run:
         connection = self._connection(step["send"])
         if "frame" in step:
             frame = await _substitute(step["frame"], self.env, self._mint)
+            self.monitors[connection.name].sent(frame)
             await connection.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
         elif "text" in step:
             await connection.send_text(step["text"])
