@@ -320,3 +320,20 @@ async def test_a_failing_run_exits_1_and_names_the_requirement(
     failure = case.find("failure")
     assert failure is not None
     assert failure.get("message", "").startswith("HOOMI-TYPING-3: steps[13]")
+
+
+async def test_without_a_secret_tokens_come_from_the_admin_api(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path, admin=True) as hoomi:  # mints tokens
+        assert hoomi.admin_url is not None
+        run = await conformance(
+            "server", hoomi.url, "--admin-url", hoomi.admin_url, "--admin-token", ADMIN_TOKEN,
+            "--only", "ping-pong", "--only", "auth-refused", "--only", "auth-expired", "--json",
+        )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    results = {r["name"]: r for r in orjson.loads(run.stdout)["results"]}
+    assert results["ping-pong"]["outcome"] == "passed"
+    for name, token in (("auth-refused", "nbf now+600 s"), ("auth-expired", "exp now-120 s")):
+        assert results[name]["outcome"] == "skipped"
+        assert (
+            f"needs a token with {token}, which only the kit can sign" in (results[name]["message"])
+        )

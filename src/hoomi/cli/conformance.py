@@ -203,6 +203,8 @@ def server(
         )
     except ServerUnusable as unusable:
         _fail(str(unusable))
+    except KeyboardInterrupt:
+        _fail("Interrupted: no report.", 130)
     if junit is not None:
         try:
             junit.write_text(junit_xml(results, url), encoding="utf-8")
@@ -251,7 +253,7 @@ async def _run_server(
 def _print_server_report(results: list[Result], url: str) -> None:
     tally = counts(results)
     table = Table(
-        title=f"Hoomi server conformance of {url}, per requirement",
+        title=Text(f"Hoomi server conformance of {url}, per requirement"),
         title_justify="left",
         show_lines=True,
     )
@@ -272,11 +274,9 @@ def _print_server_report(results: list[Result], url: str) -> None:
     console.print(table)
     failed = [r for r in results if r.outcome is Outcome.FAILED]
     for result in failed:
-        console.print(
-            f"[red]FAILED[/red] {result.name} ({', '.join(result.failed_requirements)}): "
-            f"{failure_reason(result)}",
-            highlight=False,
-        )
+        ids = ", ".join(result.failed_requirements)
+        line = Text.assemble(("FAILED", "red"), f" {result.name} ({ids}): ")
+        console.print(line.append(failure_reason(result)), highlight=False)
     summary = (
         f"{plural(len(results), 'transcript')}: {tally['passed']} passed, "
         f"{tally['failed']} failed, "
