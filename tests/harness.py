@@ -4,7 +4,11 @@ server's own code (trio-websocket), speaking JSON dicts."""
 from __future__ import annotations
 
 import itertools
+import os
 import pathlib
+import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -110,6 +114,73 @@ async def running_server(
 
 
 _ids = itertools.count(1)
+_logs = itertools.count(1)
+
+
+@attrs.define
+class ServeProcess:
+    """`hoomi serve` in its own process (see `serve_process`)."""
+
+    process: trio.Process
+    log: pathlib.Path  # its stderr: the announcements, then one line per event
+    port: int = 0
+    admin_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    async def wait(self, within: float = 20) -> int:
+        """Its exit code, once it exited (`trio.TooSlowError` after `within`)."""
+        with trio.fail_after(within):
+            return await self.process.wait()
+
+    async def _announced(self, within: float = 20) -> None:
+        """Read the ports it announces on stderr; fail if it exits first."""
+        with trio.fail_after(within):
+            while True:
+                text = self.log.read_text(errors="replace")
+                ws = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", text)
+                admin = re.search(r"Admin API on http://127\.0\.0\.1:(\d+)", text)
+                if ws and admin:
+                    self.port, self.admin_port = int(ws[1]), int(admin[1])
+                    return
+                assert self.process.poll() is None, f"hoomi serve exited:\n{text}"
+                await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def serve_process(
+    database: pathlib.Path, *args: str, **env: str
+) -> AsyncIterator[ServeProcess]:
+    """`hoomi serve --port 0 --admin-port 0 ARGS` as its own process, with the token secret
+    `SECRET` and SQLite at `database` (more `HOOMI_*` settings in `env`), once it announced
+    both ports. Its stderr goes to a file next to the database (a pipe nobody reads would
+    stall it). Killed on exit unless it has exited."""
+    log = database.parent / f"serve-{next(_logs)}.log"
+    environment = {**os.environ, "HOOMI_JWT_SECRET": SECRET, "HOOMI_DATABASE": str(database)}
+    command = [sys.executable, "-m", "hoomi.cli.main", "serve", "--port", "0"]
+    with log.open("wb") as sink:
+        process = await trio.lowlevel.open_process(
+            [*command, "--admin-port", "0", *args],
+            env={**environment, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        running = ServeProcess(process, log)
+        await running._announced()
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+        # Shielded (the test may be cancelled) and bounded: killed, it exits at once.
+        with trio.CancelScope(deadline=trio.current_time() + 10, shield=True):
+            await process.wait()
 
 
 class Client:

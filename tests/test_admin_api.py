@@ -584,6 +584,59 @@ async def test_a_posted_system_message_reaches_members_with_a_seq(tmp_path: path
         assert conforms(await api.get(f"/v1/conversations/{cid}"))["latest_seq"] == 2
 
 
+async def test_a_message_posted_as_a_member_is_a_user_message(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path, admin=True) as running, admin_api(running) as api:
+        cid = await group(api, "alice", "bob")
+        bob = await running.connect("bob")
+        body = {"text": "hi", "sender_id": "alice", "kind": "user"}
+        posted = await api.post(f"/v1/conversations/{cid}/messages", json=body)
+        assert posted.status_code == 201
+        message = conforms(posted)
+        assert (message["seq"], message["kind"], message["sender_id"]) == (1, "user", "alice")
+        assert "client_msg_id" not in message
+        assert (await bob.expect("message", skip=("presence",)))["message"] == message
+        # A user message counts as unread for the others, not for its sender (HOOMI-READ-3).
+        views = {v.info.conversation_id: v for v in await running.store.conversations_of("bob")}
+        assert views[cid].unread == 1
+        mine = {v.info.conversation_id: v for v in await running.store.conversations_of("alice")}
+        assert mine[cid].unread == 0
+        stranger = await api.post(
+            f"/v1/conversations/{cid}/messages",
+            json={"text": "hi", "sender_id": "mallory", "kind": "user"},
+        )
+        assert stranger.status_code == 409
+        assert conforms(stranger)["error"]["code"] == "not_a_member"
+        for bad in ({"text": "x", "kind": "user"}, {"text": "x", "kind": "bot"}):
+            refused = await api.post(f"/v1/conversations/{cid}/messages", json=bad)
+            assert refused.status_code == 400, bad
+            assert conforms(refused)["error"]["code"] == "bad_request"
+        assert conforms(await api.get(f"/v1/conversations/{cid}"))["latest_seq"] == 1
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+async def test_settings_show_what_the_server_was_started_with(tmp_path: pathlib.Path) -> None:
+    async with (
+        running_server(tmp_path, admin=True, replay_max=3, rate_per_s=2.5) as running,
+        admin_api(running) as api,
+    ):
+        shown = conforms(await api.get("/v1/settings"))
+        settings = running.server.settings
+        assert shown["replay_max"] == 3
+        assert shown["rate_per_s"] == 2.5
+        assert shown["typing_ttl_ms"] == settings.typing_ttl_ms
+        assert shown["outbox_size"] == settings.outbox_size
+        assert (shown["mint_tokens"], shown["jwt_issuer"], shown["jwt_audience"]) == (
+            True,
+            None,
+            None,
+        )
+        # Every transcript `config` name is shown (spec/v1/meta/transcript.schema.json).
+        meta = orjson.loads((REPO / "spec/v1/meta/transcript.schema.json").read_bytes())
+        assert set(meta["properties"]["config"]["properties"]) <= set(shown)
+
+
 # -- tokens -----------------------------------------------------------------------------
 
 

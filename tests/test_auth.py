@@ -108,6 +108,11 @@ def test_minted_development_tokens_verify() -> None:
     verifier = TokenVerifier(hs256_secret="s" * 32)
     token = mint_hs256("s" * 32, "bob", ttl_s=60, now_s=time.time())
     assert verifier.verify(token, now_s=time.time()).user_id == "bob"
+    strict = TokenVerifier(hs256_secret="s" * 32, issuer="backend", audience="hoomi")
+    with pytest.raises(TokenError):
+        strict.verify(token, now_s=time.time())
+    claimed = mint_hs256("s" * 32, "bob", ttl_s=60, issuer="backend", audience="hoomi")
+    assert strict.verify(claimed, now_s=time.time()).user_id == "bob"
 
 
 # -- held to PyJWT's verdict ---------------------------------------------------------------

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 
 import trio
 
-from harness import SECRET, Client, mint, running_server
+from harness import Client, mint, running_server, serve_process
 
 
 async def test_a_reconnecting_client_gets_exactly_what_it_missed_then_live(
@@ -86,27 +83,6 @@ async def test_an_idempotent_retry_returns_the_original_ack_and_delivers_once(
         await bob.silent(0.1)
 
 
-async def _wait_for_port(process: subprocess.Popen[str]) -> int:
-    assert process.stderr is not None
-    with trio.fail_after(20):
-        while True:
-            line = await trio.to_thread.run_sync(process.stderr.readline)
-            assert line, "hoomi serve exited before listening"
-            if "listening on ws://" in line:
-                return int(line.split("ws://127.0.0.1:")[1].split("/")[0])
-
-
-def _serve(database: pathlib.Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "HOOMI_JWT_SECRET": SECRET, "HOOMI_DATABASE": str(database)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hoomi.cli.main", "serve", "--port", "0"],
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-
-
 async def test_sigterm_restart_keeps_every_acked_message(tmp_path: pathlib.Path) -> None:
     database = tmp_path / "restart.db"
     # Seed a conversation through the store, as the backend would.
@@ -120,11 +96,9 @@ async def test_sigterm_restart_keeps_every_acked_message(tmp_path: pathlib.Path)
     await store.aclose()
     cid = dm.conversation_id
 
-    first = _serve(database)
-    try:
-        port = await _wait_for_port(first)
+    async with serve_process(database) as first:
         async with trio.open_nursery() as nursery:
-            bob = await Client.open(nursery, f"ws://127.0.0.1:{port}/")
+            bob = await Client.open(nursery, first.url)
             await bob.hello(mint("bob"))
             acked = [
                 (
@@ -134,20 +108,15 @@ async def test_sigterm_restart_keeps_every_acked_message(tmp_path: pathlib.Path)
                 )["seq"]
                 for i in range(25)
             ]
-            first.send_signal(signal.SIGTERM)
+            first.process.send_signal(signal.SIGTERM)
             assert await bob.closed() == 1001  # going away: reconnect elsewhere
             await bob.aclose()
-        assert await trio.to_thread.run_sync(first.wait) == 0
-    finally:
-        first.kill()
-        first.wait()
+        assert await first.wait() == 0
     assert acked == list(range(1, 26))
 
-    second = _serve(database)
-    try:
-        port = await _wait_for_port(second)
+    async with serve_process(database) as second:
         async with trio.open_nursery() as nursery:
-            alice = await Client.open(nursery, f"ws://127.0.0.1:{port}/")
+            alice = await Client.open(nursery, second.url)
             welcome = await alice.hello(
                 mint("alice"), resume=[{"conversation_id": cid, "after_seq": 0}]
             )
@@ -155,11 +124,5 @@ async def test_sigterm_restart_keeps_every_acked_message(tmp_path: pathlib.Path)
             replayed = [(await alice.expect("message"))["message"]["seq"] for _ in range(25)]
             assert replayed == acked
             await alice.aclose()
-        second.send_signal(signal.SIGINT)
-        assert await trio.to_thread.run_sync(second.wait) == 0
-    finally:
-        second.kill()
-        second.wait()
-        for process in (first, second):
-            assert process.stderr is not None
-            process.stderr.close()
+        second.process.send_signal(signal.SIGINT)
+        assert await second.wait() == 0

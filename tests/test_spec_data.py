@@ -424,6 +424,12 @@ def test_transcript_shape(path: Path) -> None:
     assert transcript["name"] == path.stem
     assert set(transcript["requirements"]) <= REQUIREMENT_IDS
     assert set(transcript.get("ignore_types", [])) <= set(SERVER)
+    for index, step in enumerate(transcript["steps"]):
+        for sub in [step, *step.get("steps", [])]:
+            tagged = set(sub.get("requirements", []))
+            assert tagged <= set(transcript["requirements"]), (
+                f"steps[{index}] cites requirements the transcript does not list"
+            )
 
 
 @pytest.mark.parametrize("path", TRANSCRIPTS, ids=ids(TRANSCRIPTS))

@@ -17,11 +17,13 @@ import jwt
 import pytest
 import trio
 
+import broken
 from conftest import SPEC
 from harness import SECRET, WRONG_SECRET, Running, running_server
 from hoomi.conformance import (
     Outcome,
     Result,
+    TokenSpec,
     Transcript,
     Unsupported,
     load_transcripts,
@@ -29,6 +31,8 @@ from hoomi.conformance import (
     run_transcript,
     unsigned_jwt,
 )
+from hoomi.conformance.monitor import InvariantBroken, SeqMonitor
+from hoomi.conformance.users import unique_ids, with_users
 from hoomi.server.config import FIELDS
 
 TRANSCRIPTS: Final = load_transcripts(SPEC / "transcripts")
@@ -39,11 +43,15 @@ SERVER_BUGS: Final[Mapping[str, str]] = {}
 
 class InProcessBackend:
     """A `Backend` on `running_server`: each `start` is a fresh server and database, served
-    by a task in `nursery` (so the runner may bound `start` and `stop` with cancel scopes)."""
+    by a task in `nursery` (so the runner may bound `start` and `stop` with cancel scopes);
+    with `admin`, the server's admin API listens too."""
 
-    def __init__(self, tmp_path: pathlib.Path, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, tmp_path: pathlib.Path, nursery: trio.Nursery, *, admin: bool = False
+    ) -> None:
         self._tmp_path = tmp_path
         self._nursery = nursery
+        self._admin = admin
         self._running: Running | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
@@ -55,7 +63,7 @@ class InProcessBackend:
         assert self._running is not None, "start the backend first"
         return self._running
 
-    async def start(self, config: Mapping[str, Any]) -> str:
+    async def start(self, config: Mapping[str, Any], tokens: frozenset[TokenSpec]) -> str:
         unknown = sorted(set(config) - set(FIELDS))
         if unknown:
             raise Unsupported(f"no server setting for {', '.join(unknown)}")
@@ -69,7 +77,9 @@ class InProcessBackend:
         self._stopped = trio.Event()
         try:
             database = f"hoomi-{self._starts}.db"
-            async with running_server(self._tmp_path, database=database, **config) as running:
+            async with running_server(
+                self._tmp_path, database=database, admin=self._admin, **config
+            ) as running:
                 self._running = running
                 task_status.started(running.url)
                 await self._stop.wait()
@@ -81,24 +91,16 @@ class InProcessBackend:
         self._stop.set()
         await self._stopped.wait()
 
-    def mint(
-        self,
-        sub: str,
-        *,
-        exp_in_s: int | None = 3600,
-        nbf_in_s: int | None = None,
-        alg: str = "HS256",
-        key: str = "valid",
-    ) -> str:
+    async def mint(self, sub: str, spec: TokenSpec) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {"sub": sub, "iat": now}
-        if exp_in_s is not None:
-            claims["exp"] = now + exp_in_s
-        if nbf_in_s is not None:
-            claims["nbf"] = now + nbf_in_s
-        if alg == "none":
+        if spec.exp_in_s is not None:
+            claims["exp"] = now + spec.exp_in_s
+        if spec.nbf_in_s is not None:
+            claims["nbf"] = now + spec.nbf_in_s
+        if spec.alg == "none":
             return unsigned_jwt(claims)
-        return jwt.encode(claims, SECRET if key == "valid" else WRONG_SECRET, alg)
+        return jwt.encode(claims, SECRET if spec.key == "valid" else WRONG_SECRET, "HS256")
 
     async def create_conversation(
         self, kind: str, members: Sequence[str], title: str | None
@@ -110,13 +112,12 @@ class InProcessBackend:
         )
         return info.conversation_id
 
-    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> None:
+    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> int:
         if kind == "system":
-            await self.running.server.post(conversation_id, text)
-            return
+            return (await self.running.server.post(conversation_id, text)).seq
         assert sender is not None, "a user message needs a sender"
         # A user's message as if sent, minus the connection: fanned out like any send.
-        await self.running.server.post(conversation_id, text, sender, kind="user")
+        return (await self.running.server.post(conversation_id, text, sender, kind="user")).seq
 
     async def add_member(self, conversation_id: str, user: str) -> None:
         await self.running.server.add_member(conversation_id, user)
@@ -235,3 +236,121 @@ async def test_unknown_settings_skip(tmp_path: pathlib.Path) -> None:
     transcript = _transcript(HELLO, config={"no_such_setting": 1})
     result = await run(transcript, tmp_path)
     assert result.outcome is Outcome.SKIPPED
+
+
+async def test_a_failing_step_is_attributed_to_its_own_requirements(
+    tmp_path: pathlib.Path,
+) -> None:
+    steps = [
+        *HELLO,
+        {"send": "a1", "frame": {"type": "ping", "id": "p1"}},
+        {"expect": "a1", "message": {"type": "pong", "id": "p2"}, "requirements": ["HOOMI-REQ-1"]},
+    ]
+    tagged = await run(_transcript(steps, requirements=["HOOMI-LIVE-2", "HOOMI-REQ-1"]), tmp_path)
+    assert tagged.failed_requirements == ("HOOMI-REQ-1",)
+    del steps[-1]["requirements"]
+    untagged = await run(_transcript(steps, requirements=["HOOMI-LIVE-2", "HOOMI-REQ-1"]), tmp_path)
+    assert untagged.failed_requirements == ("HOOMI-LIVE-2", "HOOMI-REQ-1")
+
+
+def test_the_monitor_wants_each_seq_one_above_the_last() -> None:
+    def message(seq: int, cid: str = "c1") -> dict[str, Any]:
+        return {"type": "message", "message": {"conversation_id": cid, "seq": seq}}
+
+    monitor = SeqMonitor("a1")
+    for frame in (message(4), message(5), message(1, "c2"), {"type": "pong"}, message(6)):
+        monitor.check(frame)  # any first seq; then one above the last
+    with pytest.raises(InvariantBroken) as gap:
+        monitor.check(message(8))
+    assert gap.value.requirements == ("HOOMI-SEND-2",)
+    assert "seqs 7..7 are missing" in str(gap.value)
+    with pytest.raises(InvariantBroken) as repeat:
+        monitor.check(message(8))
+    assert repeat.value.requirements == ("HOOMI-DELIVER-2",)
+    with pytest.raises(InvariantBroken):
+        monitor.check(message(2))
+    # A history page, resume_gap or conversation_left resets what is expected, and
+    # conversation_joined announces it: each jump below follows one (else it is a gap).
+    resets = (
+        {"type": "history_page", "conversation_id": "c1", "messages": []},
+        {"type": "resume_gap", "conversation_id": "c1", "after_seq": 1, "latest_seq": 9},
+        {"type": "conversation_left", "conversation_id": "c1"},
+        {
+            "type": "conversation_joined",
+            "conversation": {"conversation_id": "c1", "latest_seq": 79},
+        },
+    )
+    for jump, reset in zip((50, 60, 70, 80), resets, strict=True):
+        monitor.check(reset)
+        monitor.check(message(jump))
+
+
+async def test_the_monitor_fails_the_step_that_consumes_a_gap(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken.skip_a_seq(monkeypatch)
+    steps = [
+        *HELLO,
+        {"operator": "post", "conversation": "dm", "text": "one", "kind": "system"},
+        {"expect": "a1", "message": {"type": "message"}},
+        {"operator": "post", "conversation": "dm", "text": "two", "kind": "system"},
+        {"expect": "a1", "message": {"type": "message"}, "requirements": ["HOOMI-LIVE-2"]},
+    ]
+    result = await run(_transcript(steps), tmp_path)
+    assert result.outcome is Outcome.FAILED
+    assert result.step == 6
+    assert result.failed_requirements == ("HOOMI-SEND-2",)
+    assert "received seq 3 of conversation" in result.message
+
+
+def test_users_get_run_unique_ids_wherever_a_user_id_appears() -> None:
+    transcript = Transcript.from_dict(
+        {
+            "name": "t",
+            "title": "t",
+            "requirements": ["HOOMI-LIVE-2"],
+            "setup": {
+                "users": ["alice", "bob"],
+                "conversations": [{"ref": "dm", "kind": "direct", "members": ["alice", "bob"]}],
+                "messages": [{"conversation": "dm", "sender": "bob", "text": "alice"}],
+            },
+            "steps": [
+                {"connect": "a1", "as": "alice"},
+                {"send": "a1", "frame": {"type": "hello", "token": {"$token": {"sub": "alice"}}}},
+                {"send": "a1", "frame": {"type": "presence_query", "user_ids": ["bob", "zed"]}},
+                {
+                    "expect": "a1",
+                    "message": {
+                        "user_id": "alice",
+                        "text": "bob",
+                        "conversations": [{"members": {"$unordered": ["alice", "bob"]}}],
+                        "message": {"sender_id": "system", "id": {"$var": "alice"}},
+                    },
+                },
+                {"operator": "add_member", "conversation": "dm", "user": "bob"},
+                {
+                    "repeat": 2,
+                    "steps": [{"expect_any_order": "a1", "messages": [{"sender_id": "bob"}]}],
+                },
+            ],
+        }
+    )
+    renamed = with_users(transcript, unique_ids(["alice", "bob"], suffix="0f"))
+    assert renamed.setup == {
+        "users": ["alice-0f", "bob-0f"],
+        "conversations": [{"ref": "dm", "kind": "direct", "members": ["alice-0f", "bob-0f"]}],
+        "messages": [{"conversation": "dm", "sender": "bob-0f", "text": "alice"}],
+    }
+    connect, hello, query, expect, operator, repeat = renamed.steps
+    assert connect["as"] == "alice-0f"
+    assert hello["frame"]["token"] == {"$token": {"sub": "alice-0f"}}
+    assert query["frame"]["user_ids"] == ["bob-0f", "zed"]
+    assert expect["message"] == {
+        "user_id": "alice-0f",
+        "text": "bob",
+        "conversations": [{"members": {"$unordered": ["alice-0f", "bob-0f"]}}],
+        "message": {"sender_id": "system", "id": {"$var": "alice"}},
+    }
+    assert operator["user"] == "bob-0f"
+    assert repeat["steps"][0]["messages"] == [{"sender_id": "bob-0f"}]
+    assert len(unique_ids(["alice"])["alice"]) == len("alice-") + 8

@@ -1,28 +1,47 @@
-"""``hoomi-conformance``: check a client's (or server's) frames against protocol v1.
+"""``hoomi-conformance``: check a client's (or server's) frames, or a whole server, against
+protocol v1.
 
 ``frames`` reads a capture with one frame per line (JSON Lines, as a WebSocket proxy or a
 client's debug log writes them) and reports, per frame, the message type or the spec error
 code and JSON path that a Hoomi server would answer with.
+
+``server URL`` runs the spec's transcripts against a running server, set up through its
+admin API (`hoomi.conformance.remote`), with a progress bar, then prints a table per
+requirement id (``--json`` for scripts, ``--junit FILE`` for CI). Exit 0 when nothing
+failed (skips alone are not failures), 1 on any failure, 2 when the server cannot be used
+at all (one sentence says why and what to do; never a traceback).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+import pathlib
+from typing import Annotated, NoReturn
 
 import orjson
+import trio
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from hoomi.cli.render import plural
+from hoomi.conformance import Outcome, Result, Transcript, load_transcripts
+from hoomi.conformance.remote import ServerUnusable, admin_backend
+from hoomi.conformance.report import counts, failure_reason, junit_xml, to_json, verdicts
+from hoomi.conformance.suite import run_suite
 from hoomi.protocol import Direction, ProtocolError, decode
+from hoomi.protocol.spec import spec_dir
 
 app = typer.Typer(
     help="Conformance tools for Hoomi protocol v1 clients and servers.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
+err_console = Console(stderr=True)
 
 
 class Sender(enum.StrEnum):
@@ -93,3 +112,174 @@ def frames(
         raise typer.Exit(2)
     if refused:
         raise typer.Exit(1)
+
+
+# -- server -------------------------------------------------------------------------------
+
+_STYLE = {Outcome.PASSED: "green", Outcome.FAILED: "red", Outcome.SKIPPED: "yellow"}
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err_console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _chosen(only: list[str] | None) -> list[Transcript]:
+    transcripts = load_transcripts(spec_dir() / "transcripts")
+    if not only:
+        return transcripts
+    names = {t.name for t in transcripts}
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        _fail(
+            f"No transcript named {', '.join(unknown)}; the transcripts are: "
+            f"{', '.join(sorted(names))}."
+        )
+    return [t for t in transcripts if t.name in only]
+
+
+@app.command()
+def server(
+    url: Annotated[
+        str, typer.Argument(help="WebSocket URL of the server under test (ws:// or wss://).")
+    ],
+    admin_url: Annotated[
+        str,
+        typer.Option("--admin-url", envvar="HOOMI_ADMIN_URL", help="The server's admin API."),
+    ] = "http://127.0.0.1:8766",
+    admin_token: Annotated[
+        str | None,
+        typer.Option("--admin-token", envvar="HOOMI_ADMIN_TOKEN", help="The admin API's token."),
+    ] = None,
+    jwt_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--jwt-secret",
+            envvar="HOOMI_JWT_SECRET",
+            help="The server's HS256 secret: the kit mints every token itself. Without it, "
+            "tokens come from the admin API (a server with --mint-tokens or --dev) and "
+            "transcripts that need special tokens are skipped.",
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only this transcript (repeatable).", metavar="NAME"),
+    ] = None,
+    allow_drain: Annotated[
+        bool,
+        typer.Option(
+            "--allow-drain",
+            help="Also run transcripts that drain (shut down) the server, last.",
+        ),
+    ] = False,
+    timeout_ms: Annotated[
+        int,
+        typer.Option("--timeout-ms", min=1, help="How long an expectation waits, in ms."),
+    ] = 5000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    junit: Annotated[
+        pathlib.Path | None,
+        typer.Option("--junit", help="Also write JUnit XML to this file.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Run the spec's transcripts against a running server; exit 1 if any fails."""
+    if not url.startswith(("ws://", "wss://")):
+        _fail(f"{url} is not a WebSocket URL: give ws://HOST:PORT/ or wss://HOST:PORT/.")
+    if not admin_token:
+        _fail(
+            "The conformance kit needs the admin API: pass --admin-token or set HOOMI_ADMIN_TOKEN."
+        )
+    transcripts = _chosen(only)
+    try:
+        results = trio.run(
+            _run_server,
+            url,
+            admin_url,
+            admin_token,
+            jwt_secret,
+            transcripts,
+            allow_drain,
+            timeout_ms,
+        )
+    except ServerUnusable as unusable:
+        _fail(str(unusable))
+    except KeyboardInterrupt:
+        _fail("Interrupted: no report.", 130)
+    if junit is not None:
+        try:
+            junit.write_text(junit_xml(results, url), encoding="utf-8")
+        except OSError as error:
+            _fail(f"Cannot write the JUnit file {junit}: {error.strerror}.")
+    if as_json:
+        typer.echo(orjson.dumps(to_json(results, url), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_server_report(results, url)
+    if any(r.outcome is Outcome.FAILED for r in results):
+        raise typer.Exit(1)
+
+
+async def _run_server(
+    url: str,
+    admin_url: str,
+    admin_token: str,
+    jwt_secret: str | None,
+    transcripts: list[Transcript],
+    allow_drain: bool,
+    timeout_ms: int,
+) -> list[Result]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,  # a bar in a log file is noise
+    )
+    with progress:
+        task = progress.add_task(f"connecting to {url}", total=len(transcripts))
+        async with admin_backend(url, admin_url, admin_token, jwt_secret=jwt_secret) as backend:
+            return await run_suite(
+                transcripts,
+                backend,
+                shared=True,
+                allow_drain=allow_drain,
+                timeout_ms=timeout_ms,
+                on_start=lambda t: progress.update(task, description=t.name),
+                on_result=lambda r: progress.advance(task),
+            )
+
+
+def _print_server_report(results: list[Result], url: str) -> None:
+    tally = counts(results)
+    table = Table(
+        title=Text(f"Hoomi server conformance of {url}, per requirement"),
+        title_justify="left",
+        show_lines=True,
+    )
+    table.add_column("requirement", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("transcripts")
+    for verdict in verdicts(results):
+        lines = Text()
+        if verdict.passed:
+            lines.append(f"passed: {', '.join(verdict.passed)}\n", style="green")
+        for name, why in verdict.failed:
+            lines.append(f"failed: {name}: {why}\n", style="red")
+        for name, why in verdict.skipped:
+            lines.append(f"skipped: {name}: {why}\n", style="yellow")
+        lines.rstrip()
+        style = _STYLE[verdict.outcome]
+        table.add_row(verdict.requirement, Text(verdict.outcome.value, style=style), lines)
+    console.print(table)
+    failed = [r for r in results if r.outcome is Outcome.FAILED]
+    for result in failed:
+        ids = ", ".join(result.failed_requirements)
+        line = Text.assemble(("FAILED", "red"), f" {result.name} ({ids}): ")
+        console.print(line.append(failure_reason(result)), highlight=False)
+    summary = (
+        f"{plural(len(results), 'transcript')}: {tally['passed']} passed, "
+        f"{tally['failed']} failed, "
+        f"{tally['skipped']} skipped."
+    )
+    console.print(summary, style="red" if failed else "green", highlight=False)

@@ -18,6 +18,11 @@ Setup messages and `post` steps of kind `user` are stored through `Backend.post`
 sent over a connection: setup then opens no sessions, so it causes no presence events, uses
 no rate-limit tokens and no session slots, and seqs stay deterministic.
 
+On a shared server (`unique_users=True`) each run renames its users to run-unique ids
+(`hoomi.conformance.users`). Every consumed `message` event passes the seq monitor
+(`hoomi.conformance.monitor`). A failing step is attributed to its own `requirements` if it
+lists any, else to the transcript's; a broken invariant to the monitor's ids.
+
 Bounds: `expect`, `expect_any_order`, `expect_close`, `close` and `connect` wait at most the
 step timeout (`timeout_ms`, or the step's own `timeout_ms`); `expect_silence` and `sleep_ms`
 wait what they say; backend calls at most `backend_timeout_s`; closing what is left open at
@@ -31,13 +36,15 @@ import enum
 import json
 import os
 import pathlib
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 import trio
 
 from .client import SHOW_CHARS, Bad, Connection, End, Frame, StepFailed
+from .monitor import SEND_2, InvariantBroken, SeqMonitor
+from .users import unique_ids, with_users
 
 DEFAULT_TIMEOUT_MS = 5000
 _CLEANUP_S = 2.0
@@ -50,16 +57,19 @@ class TranscriptError(Exception):
 
 
 class Unsupported(Exception):
-    """Raised by `Backend.start` when it cannot apply a config setting: the transcript is
-    then reported as skipped, never as passed."""
+    """Raised by `Backend.start` when it cannot apply a config setting or mint a token the
+    transcript needs: the transcript is then reported as skipped, never as passed."""
 
 
 class _Failure(Exception):
-    def __init__(self, step: int | None, where: str, message: str) -> None:
+    def __init__(
+        self, step: int | None, where: str, message: str, requirements: tuple[str, ...]
+    ) -> None:
         super().__init__(message)
         self.step = step
         self.where = where
         self.message = message
+        self.requirements = requirements
 
 
 class Outcome(enum.StrEnum):
@@ -71,7 +81,8 @@ class Outcome(enum.StrEnum):
 @attrs.frozen(kw_only=True)
 class Result:
     """What happened to one transcript. `step` is the index into `Transcript.steps` of the
-    failing step (None if setup or the server itself failed); `where` names it for people."""
+    failing step (None if setup or the server itself failed); `where` names it for people.
+    `failed_requirements` are the ids a failure is attributed to (empty unless failed)."""
 
     name: str
     outcome: Outcome
@@ -80,13 +91,15 @@ class Result:
     where: str = ""
     message: str = ""
     duration_s: float = 0.0
+    failed_requirements: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
         return self.outcome is Outcome.PASSED
 
     def describe(self) -> str:
-        head = f"{self.name}: {self.outcome.value} ({', '.join(self.requirements)})"
+        ids = self.failed_requirements or self.requirements
+        head = f"{self.name}: {self.outcome.value} ({', '.join(ids)})"
         if self.outcome is Outcome.PASSED:
             return head
         where = f" at {self.where}" if self.where else ""
@@ -142,6 +155,35 @@ def load_transcripts(directory: str | os.PathLike[str]) -> list[Transcript]:
 # -- the backend ----------------------------------------------------------------------------
 
 
+@attrs.frozen(kw_only=True)
+class TokenSpec:
+    """What a `$token` placeholder asks for, besides its `sub` (see the README). `alg`
+    None: the algorithm the server is configured for."""
+
+    exp_in_s: int | None = 3600  # None: no exp claim at all
+    nbf_in_s: int | None = None
+    alg: str | None = None
+    key: str = "valid"
+
+    @classmethod
+    def of(cls, placeholder: Mapping[str, Any]) -> TokenSpec:
+        """The spec of a `$token` argument ({"sub": ..., "exp_in_s"?: ..., ...})."""
+        names = ("exp_in_s", "nbf_in_s", "alg", "key")
+        return cls(**{name: placeholder[name] for name in names if name in placeholder})
+
+    def describe(self) -> str:
+        parts = [f"alg {self.alg}"] if self.alg is not None else []
+        if self.key != "valid":
+            parts.append(f"a {self.key} key")
+        if self.nbf_in_s is not None:
+            parts.append(f"nbf now{self.nbf_in_s:+d} s")
+        if self.exp_in_s is None:
+            parts.append("no exp")
+        elif self.exp_in_s != 3600:
+            parts.append(f"exp now{self.exp_in_s:+d} s")
+        return ", ".join(parts) or "a default token"
+
+
 class Backend(Protocol):
     """Everything the runner needs that is not the WebSocket.
 
@@ -150,28 +192,22 @@ class Backend(Protocol):
     nursery (`await nursery.start(...)` in `start`), not in a context entered by `start`.
     """
 
-    async def start(self, config: Mapping[str, Any]) -> str:
+    async def start(self, config: Mapping[str, Any], tokens: frozenset[TokenSpec]) -> str:
         """Start (or reset to) a fresh server with an empty store and `config` on top of the
-        defaults; return its WebSocket URL. Raise `Unsupported` for a setting it cannot apply."""
+        defaults, or check that a shared server runs with `config`; return its WebSocket URL.
+        `tokens` are the kinds of token the transcript will ask `mint` for. Raise
+        `Unsupported` for a setting it cannot apply or a token it cannot mint."""
         ...
 
     async def stop(self) -> None:
         """Stop the server started by `start` (it is never reused after a drain)."""
         ...
 
-    def mint(
-        self,
-        sub: str,
-        *,
-        exp_in_s: int | None = 3600,
-        nbf_in_s: int | None = None,
-        alg: str = "HS256",
-        key: str = "valid",
-    ) -> str:
-        """A JWT for `sub` with iat = now, exp = now + exp_in_s (no exp claim at all if
-        exp_in_s is None), nbf = now + nbf_in_s if given, plus any claims the server
-        requires. alg "none": unsigned (see `unsigned_jwt`); key "wrong": signed with a key
-        the server does not trust."""
+    async def mint(self, sub: str, spec: TokenSpec) -> str:
+        """A JWT for `sub` with iat = now, exp = now + exp_in_s (none if exp_in_s is None),
+        nbf = now + nbf_in_s if given, plus any claims the server requires. alg "none":
+        unsigned (see `unsigned_jwt`); key "wrong": signed with a key the server does not
+        trust."""
         ...
 
     async def create_conversation(
@@ -180,8 +216,9 @@ class Backend(Protocol):
         """Create a conversation; return the server's id for it."""
         ...
 
-    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> None:
-        """Store a message: kind "user" as `sender`'s message, kind "system" as the server's."""
+    async def post(self, conversation_id: str, sender: str | None, text: str, kind: str) -> int:
+        """Store a message: kind "user" as `sender`'s message, kind "system" as the server's;
+        return the seq it was stored under."""
         ...
 
     async def add_member(self, conversation_id: str, user: str) -> None: ...
@@ -392,22 +429,54 @@ def match(
     return None
 
 
-def _substitute(value: Any, env: _Env, backend: Backend) -> Any:
+Mint = Callable[[str, TokenSpec], Awaitable[str]]
+
+
+async def _substitute(value: Any, env: _Env, mint: Mint) -> Any:
     """A frame with its placeholders replaced ($token, $conv, $var, $fill, $i)."""
     special = _special(value)
     if special is not None:
         key, arg = special
         if key == "$token":
-            options = {k: arg[k] for k in ("exp_in_s", "nbf_in_s", "alg", "key") if k in arg}
-            return backend.mint(arg["sub"], **options)
+            return await mint(arg["sub"], TokenSpec.of(arg))
         if key == "$fill":
             return str(arg["with"]) * int(arg["length"])
         return env.resolve(key, arg)
     if isinstance(value, dict):
-        return {k: _substitute(v, env, backend) for k, v in value.items()}
+        return {k: await _substitute(v, env, mint) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, env, backend) for v in value]
+        return [await _substitute(v, env, mint) for v in value]
     return value
+
+
+def token_specs(transcript: Transcript) -> frozenset[TokenSpec]:
+    """The kinds of token the transcript's frames ask for."""
+    found: set[TokenSpec] = set()
+
+    def walk(value: Any) -> None:
+        special = _special(value)
+        if special is not None and special[0] == "$token":
+            found.add(TokenSpec.of(special[1]))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for step in transcript.steps:
+        for sub in step.get("steps", [step]):
+            walk(sub.get("frame"))
+    return frozenset(found)
+
+
+def drains(transcript: Transcript) -> bool:
+    """Whether the transcript drains (shuts down) the server."""
+    return any(
+        sub.get("operator") == "drain"
+        for step in transcript.steps
+        for sub in step.get("steps", [step])
+    )
 
 
 # -- the WebSocket client -------------------------------------------------------------------
@@ -462,6 +531,7 @@ class _Run:
         self.variables: dict[str, Any] = {}
         self.iteration: int | None = None
         self.connections: dict[str, Connection] = {}
+        self.monitors: dict[str, SeqMonitor] = {}
 
     @property
     def env(self) -> _Env:
@@ -495,10 +565,13 @@ class _Run:
     # -- the whole run ---------------------------------------------------------------------
 
     async def execute(self) -> None:
+        everything = self.transcript.requirements
         try:
             await self.setup()
+        except InvariantBroken as broken:
+            raise _Failure(None, "setup", str(broken), broken.requirements) from None
         except StepFailed as failed:
-            raise _Failure(None, "setup", str(failed)) from None
+            raise _Failure(None, "setup", str(failed), everything) from None
         for index, step in enumerate(self.transcript.steps):
             if _verb(step) == "repeat":
                 times = int(step["repeat"])
@@ -509,23 +582,45 @@ class _Run:
                             f"steps[{index}].steps[{sub_index}] ({_label(sub)}, iteration "
                             f"{iteration} of {times})"
                         )
-                        await self._step(index, where, sub)
+                        ids = sub.get("requirements") or step.get("requirements") or everything
+                        await self._step(index, where, sub, tuple(ids))
                 self.iteration = None
             else:
-                await self._step(index, f"steps[{index}] ({_label(step)})", step)
+                ids = tuple(step.get("requirements") or everything)
+                await self._step(index, f"steps[{index}] ({_label(step)})", step, ids)
         for name, connection in self.connections.items():
             if connection.violations:
                 raise _Failure(
-                    None, "end", f"{name} received {connection.violations[0]} (left unread)"
+                    None,
+                    "end",
+                    f"{name} received {connection.violations[0]} (left unread)",
+                    everything,
                 )
 
-    async def _step(self, index: int, where: str, step: Mapping[str, Any]) -> None:
+    async def _step(
+        self, index: int, where: str, step: Mapping[str, Any], requirements: tuple[str, ...]
+    ) -> None:
+        """Run one step; a failure is attributed to `requirements`, a broken invariant to
+        the ids it names."""
         try:
             await self.step(step)
+        except InvariantBroken as broken:
+            raise _Failure(index, where, str(broken), broken.requirements) from None
         except StepFailed as failed:
-            raise _Failure(index, where, str(failed)) from None
+            raise _Failure(index, where, str(failed), requirements) from None
         except TranscriptError as bad:
-            raise _Failure(index, where, f"invalid transcript: {bad}") from None
+            raise _Failure(index, where, f"invalid transcript: {bad}", requirements) from None
+
+    async def _mint(self, sub: str, spec: TokenSpec) -> str:
+        token: str = await self._call(f"minting a token for {sub}", self.backend.mint(sub, spec))
+        return token
+
+    async def _take(self, connection: Connection, deadline: float) -> Frame | Bad | End | None:
+        """`connection.next_item`, with every consumed frame shown to its seq monitor."""
+        item = await connection.next_item(deadline)
+        if isinstance(item, Frame):
+            self.monitors[connection.name].check(item.value)
+        return item
 
     async def setup(self) -> None:
         setup = self.transcript.setup
@@ -535,16 +630,28 @@ class _Run:
                 self.backend.create_conversation(conv["kind"], conv["members"], conv.get("title")),
             )
             self.conversations[conv["ref"]] = str(cid)
+        stored: dict[str, int] = {}
         for number, message in enumerate(setup.get("messages", ()), 1):
-            await self._call(
+            ref = message["conversation"]
+            seq = await self._call(
                 f"storing setup message {number}",
                 self.backend.post(
-                    self._conv(message["conversation"]),
+                    self._conv(ref),
                     message.get("sender"),
                     message["text"],
                     message.get("kind", "user"),
                 ),
             )
+            stored[ref] = stored.get(ref, 0) + 1
+            if seq != stored[ref]:
+                # The README promises literal seqs from 1 in setup order; this is the
+                # first place a server that skips or reuses seqs shows it.
+                raise InvariantBroken(
+                    f"setup message {number} was stored as seq {seq} of conversation {ref!r} "
+                    f"where seq {stored[ref]} was due: seqs start at 1 and are gap-free "
+                    "(HOOMI-SEND-2)",
+                    (SEND_2,),
+                )
 
     async def close_all(self) -> None:
         """Close what is still open, politely and concurrently, within `_CLEANUP_S`."""
@@ -598,6 +705,7 @@ class _Run:
         with trio.move_on_at(deadline):
             connection = await Connection.open(name, self.url, subprotocols)
             self.connections[name] = connection
+            self.monitors[name] = SeqMonitor(name)
             self.nursery.start_soon(connection.read_loop)
             return
         raise StepFailed(f"the WebSocket handshake did not complete within {ms} ms")
@@ -605,7 +713,8 @@ class _Run:
     async def _send(self, step: Mapping[str, Any]) -> None:
         connection = self._connection(step["send"])
         if "frame" in step:
-            frame = _substitute(step["frame"], self.env, self.backend)
+            frame = await _substitute(step["frame"], self.env, self._mint)
+            self.monitors[connection.name].sent(frame)
             await connection.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
         elif "text" in step:
             await connection.send_text(step["text"])
@@ -625,7 +734,7 @@ class _Run:
     ) -> Frame:
         """The next frame that is not of an ignored type, or fail saying what came instead."""
         while True:
-            item = await connection.next_item(deadline)
+            item = await self._take(connection, deadline)
             if item is None:
                 raise StepFailed(f"expected {wanted} within {ms} ms; nothing arrived")
             if isinstance(item, End):
@@ -678,7 +787,7 @@ class _Run:
         ms = int(step["ms"])
         deadline = trio.current_time() + ms / 1000
         while True:
-            item = await connection.next_item(deadline)
+            item = await self._take(connection, deadline)
             if item is None:
                 return
             if isinstance(item, End):
@@ -693,7 +802,7 @@ class _Run:
         code = int(step["code"])
         deadline, ms = self._deadline(step)
         while True:
-            item = await connection.next_item(deadline)
+            item = await self._take(connection, deadline)
             if item is None:
                 raise StepFailed(f"expected the server to close with {code} within {ms} ms")
             if isinstance(item, Bad):
@@ -743,36 +852,52 @@ async def run_transcript(
     *,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     backend_timeout_s: float = 30.0,
+    unique_users: bool = False,
 ) -> Result:
     """Run one transcript against a fresh server from `backend` and report how it went.
 
     Bounded throughout (see the module docstring); the connections' reader tasks run in a
     nursery of this call and are cancelled before it returns. A setting the backend cannot
-    apply gives a skipped result. Exceptions other than failed expectations, a malformed
-    transcript or a failing backend call (i.e. bugs in the runner) propagate.
+    apply or a token it cannot mint gives a skipped result. With `unique_users` the run's
+    users get run-unique ids (for a shared server; `hoomi.conformance.users`). Exceptions
+    other than failed expectations, a malformed transcript or a failing backend call (i.e.
+    bugs in the runner) propagate.
     """
     started = trio.current_time()
+    everything = transcript.requirements
 
     def result(
-        outcome: Outcome, step: int | None = None, where: str = "", message: str = ""
+        outcome: Outcome,
+        step: int | None = None,
+        where: str = "",
+        message: str = "",
+        failed: tuple[str, ...] = (),
     ) -> Result:
         return Result(
             name=transcript.name,
             outcome=outcome,
-            requirements=transcript.requirements,
+            requirements=everything,
             step=step,
             where=where,
             message=message,
             duration_s=trio.current_time() - started,
+            failed_requirements=failed,
         )
 
     try:
         with trio.fail_after(backend_timeout_s):
-            url = await backend.start(transcript.config)
+            url = await backend.start(transcript.config, token_specs(transcript))
     except Unsupported as unsupported:
         return result(Outcome.SKIPPED, message=str(unsupported))
     except trio.TooSlowError:
-        return result(Outcome.FAILED, where="start", message="the server did not start in time")
+        return result(
+            Outcome.FAILED,
+            where="start",
+            message="the server did not start in time",
+            failed=everything,
+        )
+    if unique_users:
+        transcript = with_users(transcript, unique_ids(transcript.setup.get("users", ())))
     failure: _Failure | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -789,7 +914,7 @@ async def run_transcript(
             except _Failure as failed:
                 failure = failed
             except TranscriptError as bad:
-                failure = _Failure(None, "setup", f"invalid transcript: {bad}")
+                failure = _Failure(None, "setup", f"invalid transcript: {bad}", everything)
             finally:
                 await run.close_all()
                 nursery.cancel_scope.cancel()
@@ -797,7 +922,14 @@ async def run_transcript(
         with trio.move_on_after(backend_timeout_s) as stopping:
             await backend.stop()
     if failure is not None:
-        return result(Outcome.FAILED, failure.step, failure.where, failure.message)
+        return result(
+            Outcome.FAILED, failure.step, failure.where, failure.message, failure.requirements
+        )
     if stopping.cancelled_caught:
-        return result(Outcome.FAILED, where="stop", message="the server did not stop in time")
+        return result(
+            Outcome.FAILED,
+            where="stop",
+            message="the server did not stop in time",
+            failed=everything,
+        )
     return result(Outcome.PASSED)

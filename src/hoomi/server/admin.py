@@ -41,7 +41,13 @@ from hoomi.protocol import to_dict
 from . import logs
 from .auth import mint_hs256
 from .server import Server
-from .store import ConversationInfo, ConversationNotFound, InvalidConversation, StoreUnavailable
+from .store import (
+    ConversationInfo,
+    ConversationNotFound,
+    InvalidConversation,
+    NotAMember,
+    StoreUnavailable,
+)
 
 KEEPALIVE_S = 15.0
 MAX_BODY_BYTES = 65536
@@ -50,6 +56,24 @@ MAX_MEMBERS = 1000
 MAX_TITLE_CHARS = 200
 MAX_REASON_CHARS = 120
 READY_PING_TIMEOUT_S = 2.0
+# What `GET /v1/settings` shows: the settings a client sees the effect of (the timers of
+# spec/v1/state-machine.json, the keys of welcome.limits, the session limits), so that a
+# conformance kit knows which transcripts' `config` this server satisfies.
+PROTOCOL_SETTINGS = (
+    "hello_timeout_ms",
+    "heartbeat_interval_ms",
+    "token_warning_ms",
+    "close_timeout_ms",
+    "typing_ttl_ms",
+    "max_frame_bytes",
+    "max_text_chars",
+    "history_page_max",
+    "replay_max",
+    "rate_per_s",
+    "rate_burst",
+    "max_connections_per_user",
+    "outbox_size",
+)
 
 
 class ApiError(Exception):
@@ -80,6 +104,8 @@ def _error_response(exc: Exception) -> JSONResponse:
         error = ApiError(404, "not_found", str(exc))
     elif isinstance(exc, InvalidConversation):
         error = ApiError(409, "invalid_conversation", str(exc))
+    elif isinstance(exc, NotAMember):
+        error = ApiError(409, "not_a_member", str(exc))
     elif isinstance(exc, StoreUnavailable):
         error = ApiError(503, "unavailable", "storage is unavailable; retry shortly")
     elif isinstance(exc, HTTPException):
@@ -103,7 +129,7 @@ async def _on_error(request: Request, exc: Exception) -> Response:
         )
     elif isinstance(exc, StoreUnavailable):
         logs.event("admin_store_unavailable", path=request.url.path, error=str(exc))
-    elif not isinstance(exc, ApiError | ConversationNotFound | InvalidConversation):
+    elif not isinstance(exc, ApiError | ConversationNotFound | InvalidConversation | NotAMember):
         logs.failure("admin_failed", method=request.method, path=request.url.path)
     return _error_response(exc)
 
@@ -429,16 +455,35 @@ class _Admin:
         return JSONResponse(self.conversation(info))
 
     async def post_message(self, request: Request) -> Response:
-        body = await _body(request, frozenset({"text", "sender_id"}))
+        body = await _body(request, frozenset({"text", "sender_id", "kind"}))
         limit = self.server.settings.max_text_chars
         text = _required(body, "text", max_chars=limit)
         sender = _string(body, "sender_id", max_chars=MAX_ID_CHARS, required=False)
+        kind = body.get("kind", "system")
+        if kind not in ("user", "system"):
+            raise _bad_request("field 'kind' must be 'user' or 'system'")
+        if kind == "user" and sender is None:
+            raise _bad_request("field 'sender_id' is required for a message of kind 'user'")
         message = await self.server.post(
-            request.path_params["conversation_id"], text, sender_id=sender or "system"
+            request.path_params["conversation_id"],
+            text,
+            sender_id=sender or "system",
+            kind=kind,
         )
         return JSONResponse(_message(message), status_code=201)
 
-    # -- tokens and drain -----------------------------------------------------------------
+    # -- settings, tokens and drain -------------------------------------------------------
+
+    async def settings(self, request: Request) -> Response:
+        settings = self.server.settings
+        return JSONResponse(
+            {
+                **{name: getattr(settings, name) for name in PROTOCOL_SETTINGS},
+                "mint_tokens": settings.mint_tokens,
+                "jwt_issuer": settings.jwt_issuer,
+                "jwt_audience": settings.jwt_audience,
+            }
+        )
 
     async def mint_token(self, request: Request) -> Response:
         settings = self.server.settings
@@ -456,7 +501,14 @@ class _Admin:
                 409, "no_secret", "No HS256 jwt_secret is configured, so no token can be minted."
             )
         now = int(self.server.wall())
-        token = mint_hs256(settings.jwt_secret, user, ttl_s=ttl_s, now_s=now)
+        token = mint_hs256(
+            settings.jwt_secret,
+            user,
+            ttl_s=ttl_s,
+            now_s=now,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
         logs.event("admin_token_minted", user=user, ttl_s=ttl_s)
         return JSONResponse({"token": token, "expires_at": (now + ttl_s) * 1000})
 
@@ -534,11 +586,12 @@ def create_app(server: Server, *, keepalive_s: float = KEEPALIVE_S) -> Starlette
         Route(f"{conv}/members", admin.add_member, methods=["POST"]),
         Route(f"{conv}/members/{{user_id}}", admin.remove_member, methods=["DELETE"]),
         Route(f"{conv}/messages", admin.post_message, methods=["POST"]),
+        Route("/v1/settings", admin.settings, methods=["GET"]),
         Route("/v1/tokens", admin.mint_token, methods=["POST"]),
         Route("/v1/drain", admin.drain, methods=["POST"]),
         Route("/v1/drain", admin.drain_status, methods=["GET"]),
     ]
-    errors = (ApiError, ConversationNotFound, InvalidConversation, StoreUnavailable)
+    errors = (ApiError, ConversationNotFound, InvalidConversation, NotAMember, StoreUnavailable)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_BearerGuard, admin=admin)],

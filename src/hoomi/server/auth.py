@@ -188,7 +188,21 @@ def _refused(message: str) -> TokenError:
     return TokenError(ErrorCode.UNAUTHORIZED, message)
 
 
-def mint_hs256(secret: str, user_id: str, *, ttl_s: int = 3600, now_s: float | None = None) -> str:
-    """A user token signed with the shared secret (development and tests)."""
+def mint_hs256(
+    secret: str,
+    user_id: str,
+    *,
+    ttl_s: int = 3600,
+    now_s: float | None = None,
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
+    """A user token signed with the shared secret (development and tests), with the `iss`
+    and `aud` claims a server configured with them requires."""
     issued = int(time.time() if now_s is None else now_s)
-    return jwt.encode({"sub": user_id, "iat": issued, "exp": issued + ttl_s}, secret, "HS256")
+    claims: dict[str, object] = {"sub": user_id, "iat": issued, "exp": issued + ttl_s}
+    if issuer is not None:
+        claims["iss"] = issuer
+    if audience is not None:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, "HS256")
