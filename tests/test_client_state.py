@@ -16,7 +16,7 @@ import pytest
 
 from conftest import SPEC
 from hoomi.client.client import _ACTIONS
-from hoomi.client.streams import Streams
+from hoomi.client.streams import RESUME_MAX, Streams
 from hoomi.protocol import IllegalTransition
 from hoomi.protocol.client_state import (
     BACKOFF,
@@ -208,13 +208,14 @@ def test_a_new_connection_forgets_fills_and_resumes_from_the_position() -> None:
 
 def test_welcome_starts_new_conversations_at_their_latest_seq_and_forgets_gone_ones() -> None:
     streams = Streams({"c1": 4, "gone": 9})
-    new, gone, problems = streams.welcome([_conv("c1", 7), _conv("c2", 10)])
+    new, gone, step = streams.welcome([_conv("c1", 7), _conv("c2", 10)])
     assert [c.conversation_id for c in new] == ["c2"]
     assert gone == ["gone"]
-    assert problems == []
+    assert step.problems == []
+    assert step.requests == []  # c1 was resumed (none asked yet: not left out of a hello)
     assert streams.positions() == {"c1": 4, "c2": 10}
-    _, _, problems = streams.welcome([_conv("c1", 2), _conv("c2", 10)])
-    assert "below" in problems[0]
+    _, _, step = streams.welcome([_conv("c1", 2), _conv("c2", 10)])
+    assert "below" in step.problems[0]
     assert _seqs(streams.message(_msg(3)).deliver) == [3]  # not taken for a duplicate
 
 
@@ -228,3 +229,47 @@ def test_messages_of_unknown_or_left_conversations_are_refused() -> None:
     assert "not one of this user's" in step.problems[0]
     streams.joined(_conv("c1", 5))
     assert _seqs(streams.message(_msg(6)).deliver) == [6]
+
+
+def test_a_hello_resumes_the_most_active_conversations_and_pages_the_rest() -> None:
+    streams = Streams({f"c{n}": 5 for n in range(RESUME_MAX + 3)})
+    for n in range(3):  # c0..c2 hand something over: the most recently active
+        streams.message(_msg(6, f"c{n}"))
+    resumed = [p.conversation_id for p in streams.resume()]
+    assert len(resumed) == RESUME_MAX
+    assert set(resumed) >= {"c0", "c1", "c2"}
+    left_out = sorted(set(streams.positions()) - set(resumed))
+    assert len(left_out) == 3
+    conversations = [_conv(cid, 9) for cid in streams.positions()]
+    _, _, step = streams.welcome(conversations)
+    assert sorted((r.conversation_id, r.after_seq) for r in step.requests) == [
+        (cid, 5) for cid in left_out
+    ]
+
+
+def test_a_full_inbox_stalls_a_stream_until_there_is_room_then_pages_it() -> None:
+    streams = Streams({"c1": 0})
+    step = streams.message(_msg(1))
+    streams.stall("c1", 1)  # the app's inbox refused message 1
+    assert streams.stalled("c1")
+    assert streams.position("c1") == 0
+    for seq in (2, 3):  # neither handed over nor paged while stalled
+        assert streams.message(_msg(seq)).deliver == []
+    assert streams.message(_msg(3)).requests == []
+    [fill] = streams.unstall().requests
+    assert fill.after_seq == 0
+    assert _seqs(streams.page(fill.id, [_msg(1), _msg(2), _msg(3)]).deliver) == [1, 2, 3]
+    assert step.deliver[0].seq == 1
+
+
+def test_a_fill_that_failed_for_a_passing_reason_is_asked_again() -> None:
+    streams = Streams({"c1": 1})
+    [fill] = streams.message(_msg(4)).requests
+    streams.fill_failed(fill.id, retryable=True)  # e.g. rate_limited
+    [again] = streams.refill().requests
+    assert again.after_seq == 1
+    assert _seqs(streams.page(again.id, [_msg(2), _msg(3)]).deliver) == [2, 3, 4]
+    streams.fill_failed("nonexistent")
+    [fill] = streams.message(_msg(7)).requests
+    streams.fill_failed(fill.id)  # e.g. forbidden: given up
+    assert streams.refill().requests == []

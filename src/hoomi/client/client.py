@@ -43,6 +43,7 @@ from hoomi.protocol.client_state import (
 from hoomi.protocol.errors import CloseCode, ErrorCode
 
 from .events import ClientClosed, ClientError, Event, RequestFailed, StateChanged
+from .inbox import Inbox
 from .streams import Step, Streams
 
 TokenProvider = Callable[[], Awaitable[str]]
@@ -51,6 +52,15 @@ _RETRYABLE = frozenset({ErrorCode.RATE_LIMITED.value, ErrorCode.UNAVAILABLE.valu
 _PRESENCE_PREFIX = "presence-"  # the ids of the presence queries made after each welcome
 _PRESENCE_QUERY_MAX = 100  # user_ids per presence_query (its schema's maxItems)
 _ABNORMAL = 1006  # trio-websocket's code for a connection that ended without a close frame
+_REPLIES: dict[type[m.ClientMessage], type[m.ServerMessage]] = {
+    m.Send: m.Ack,
+    m.History: m.HistoryPage,
+    m.Read: m.Ok,
+    m.Typing: m.Ok,
+    m.Refresh: m.Ok,
+    m.PresenceQuery: m.PresenceResult,
+    m.Ping: m.Pong,
+}
 _ENDING = frozenset({"abort_connection", "close_connection"})  # actions that end a connection
 
 
@@ -100,7 +110,6 @@ class _Connection:
     last_frame_at: float = 0.0
     pinged_at: float | None = None
     interval_s: float | None = None  # the server's heartbeat interval, from welcome
-    delivering: bool = False  # blocked handing events to the app: not the server's silence
     welcomed: trio.Event = attrs.field(factory=trio.Event)
     closed: trio.Event = attrs.field(factory=trio.Event)  # our close handshake is over
     ended: bool = False
@@ -163,7 +172,10 @@ class Client:
         self._attempt = 0  # attempts since the last welcome
         self._end: _End | None = None  # how the last connection ended
         self._closed_by: ClientClosed | None = None
-        self._events_in, self._events_out = trio.open_memory_channel[Event](settings.event_buffer)
+        self._inbox: Inbox[Event] = Inbox(settings.event_buffer)
+        self._inbox.on_room = self._room_again
+        self._dropped = 0  # events other than messages refused by a full inbox
+        self._pace = _Pace()
         self.welcome: m.Welcome | None = None
         self._welcomes = 0
         self.conversations: dict[str, m.Conversation] = {}
@@ -178,12 +190,14 @@ class Client:
     def user_id(self) -> str | None:
         return None if self.welcome is None else self.welcome.user_id
 
-    def events(self) -> trio.MemoryReceiveChannel[Event]:
-        """Everything the app should see, in order (`async for event in
-        client.events()`); ends after the client closes. Messages come once each, in seq
-        order per conversation. Read it steadily: while it is full, the client stops
-        reading the socket."""
-        return self._events_out
+    def events(self) -> Inbox[Event]:
+        """Everything the app should see, in order (`async for event in client.events()`);
+        ends after the client closes. Messages come once each, in seq order per
+        conversation. The client never waits for the app (it may send and await acks from
+        inside this loop): when `event_buffer` events wait unread, further messages are
+        taken back and paged from history once the app catches up (nothing is lost), and
+        other events are dropped and counted in a `ClientError` (`events_dropped`)."""
+        return self._inbox
 
     async def send(
         self, conversation_id: str, text: str, *, client_msg_id: str | None = None
@@ -197,6 +211,17 @@ class Client:
             client_msg_id=client_msg_id or uuid.uuid4().hex,
             text=text,
         )
+        limits = self.welcome.limits if self.welcome is not None else None
+        if limits is not None and len(text) > limits.max_text_chars:
+            # Refused here: the server would answer too_large anyway, and a frame over
+            # max_frame_bytes would cost the whole connection (1009, terminal).
+            raise RequestFailed(
+                "too_large", f"text is over max_text_chars ({limits.max_text_chars})", path="$.text"
+            )
+        if limits is not None and len(encode(frame).encode()) > limits.max_frame_bytes:
+            raise RequestFailed(
+                "too_large", f"the frame is over max_frame_bytes ({limits.max_frame_bytes})"
+            )
         reply = await self._request(frame, repeat=True)
         assert isinstance(reply, m.Ack)
         return reply
@@ -276,20 +301,52 @@ class Client:
         await self._write(pending.frame)
 
     async def _write(self, frame: m.ClientMessage) -> None:
-        """Write on the current connection; a failure is left to its reader to notice."""
+        """Write on the current connection, paced under the server's rate limit
+        (HOOMI-LIMIT-2); a failure is left to its reader to notice."""
         connection = self._connection
         if connection is None or connection.ws is None or connection.ended:
             return
+        if not isinstance(frame, m.Hello):
+            await self._pace.take()
+            if connection is not self._connection or connection.ended:
+                return
         with suppress(
             trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError
         ):
             await connection.ws.send_message(encode(frame))
 
     async def _retry_later(self, pending: _Pending, delay_s: float) -> None:
+        generation = pending.written_on
         await trio.sleep(delay_s)
-        if not pending.done.is_set() and self.state is ClientState.LIVE:
+        if (
+            self._pending.get(pending.frame.id) is pending  # still wanted by the app
+            and not pending.done.is_set()
+            and self.state is ClientState.LIVE
+            and pending.written_on == generation  # not re-sent on a new connection since
+        ):
             pending.written_on = 0
             await self._write_pending(pending)
+
+    async def _refill_later(self, delay_s: float) -> None:
+        await trio.sleep(delay_s)
+        if self.state is ClientState.LIVE:
+            await self._apply(self.streams.refill())
+
+    async def _room_again(self) -> None:
+        """The app caught up with a full inbox: say what was dropped, page what was not
+        handed over."""
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            self._emit(
+                ClientError(
+                    code="events_dropped",
+                    message=f"{dropped} events (typing, presence, receipts, state changes) "
+                    "were dropped while the app was behind; client.state and "
+                    "client.conversations are current",
+                )
+            )
+        if self.state is ClientState.LIVE:
+            await self._apply(self.streams.unstall())
 
     # -- the state machine ------------------------------------------------------------------
 
@@ -304,10 +361,10 @@ class Client:
         with trio.CancelScope(shield=not _ENDING.isdisjoint(transition.actions)):
             for action in transition.actions:
                 await _ACTIONS[action](self)
-            if transition.target is not before:
-                await self._report_state(transition.target)
+            if transition.target is not before and self.state is transition.target:
+                self._report_state(transition.target)
 
-    async def _report_state(self, state: ClientState) -> None:
+    def _report_state(self, state: ClientState) -> None:
         end = self._end
         change = StateChanged(
             state=state,
@@ -318,32 +375,13 @@ class Client:
         )
         if state is ClientState.BACKOFF:
             change = attrs.evolve(change, retry_in_s=self._backoff_delay)
-        await self._emit(change)
+        self._emit(change)
 
-    async def _emit(self, event: Event) -> None:
-        closing = self.state is ClientState.CLOSED
-        try:
-            # Without a wait when there is room: the reader already checkpointed for the frame.
-            self._events_in.send_nowait(event)
-        except trio.ClosedResourceError:
-            pass
-        except trio.WouldBlock:
-            if closing:
-                return  # the app may have stopped reading: never block the close on it
-            await self._wait_for_the_app(event)
-
-    async def _wait_for_the_app(self, event: Event) -> None:
-        connection = self._connection
-        if connection is not None:
-            connection.delivering = True  # the silence that follows is the app's, not the server's
-        try:
-            await self._events_in.send(event)
-        except trio.ClosedResourceError:
-            pass
-        finally:
-            if connection is not None:
-                connection.delivering = False
-                connection.last_frame_at = max(connection.last_frame_at, trio.current_time())
+    def _emit(self, event: Event) -> None:
+        """Hand the app an event other than a message (those go through `_apply`); never
+        waits: a full inbox drops it and counts it."""
+        if not self._inbox.put(event):
+            self._dropped += 1
 
     # actions, by their names in the spec ----------------------------------------------------
 
@@ -362,17 +400,15 @@ class Client:
 
     async def _start_streams(self) -> None:
         assert self.welcome is not None
-        first = self._welcomes == 1
-        new, gone, problems = self.streams.welcome(self.welcome.conversations)
+        new, gone, step = self.streams.welcome(self.welcome.conversations)
         self.conversations = {c.conversation_id: c for c in self.welcome.conversations}
-        for problem in problems:
-            await self._emit(ClientError(code="protocol", message=problem))
-        if first:
-            return  # the first welcome is the app's starting point, not news
-        for cid in gone:
-            await self._emit(m.ConversationLeft(conversation_id=cid))
-        for conversation in new:
-            await self._emit(m.ConversationJoined(conversation=conversation))
+        self._pace.reset(self.welcome.limits)
+        for cid in gone:  # the app knew it (from `positions` or an earlier welcome)
+            self._emit(m.ConversationLeft(conversation_id=cid))
+        if self._welcomes > 1:  # the first welcome is the app's starting point, not news
+            for conversation in new:
+                self._emit(m.ConversationJoined(conversation=conversation))
+        await self._apply(step)
 
     async def _resend_pending(self) -> None:
         for pending in list(self._pending.values()):
@@ -417,7 +453,7 @@ class Client:
     async def _refresh_token(self) -> None:
         connection = self._connection
         if self._token_provider is None or connection is None:
-            await self._emit(
+            self._emit(
                 ClientError(
                     code="token",
                     message="the token expires soon and the client has no token_provider: "
@@ -428,19 +464,29 @@ class Client:
         connection.nursery.start_soon(self._refresh, self._token_provider)
 
     async def _refresh(self, provider: TokenProvider) -> None:
-        try:
-            token = await provider()
-            frame = m.Refresh(id=self._next_id(), token=token)
-            await self._request(frame, repeat=False)
-        except (RequestFailed, ClientClosed) as failed:
-            await self._emit(ClientError(code="token", message=f"token refresh failed: {failed}"))
-        except Exception as exc:  # the app's provider failed
-            await self._emit(ClientError(code="token", message=f"token_provider failed: {exc!r}"))
+        """Refresh in band; a failure is reported and tried again (1 s, 2 s, … 10 s apart)
+        while this connection lasts, which the server ends at the token's expiry."""
+        delay_s = 1.0
+        while True:
+            try:
+                token = await provider()
+                await self._request(m.Refresh(id=self._next_id(), token=token), repeat=False)
+                return
+            except ClientClosed:
+                return
+            except RequestFailed as failed:
+                if failed.code == "disconnected":
+                    return
+                self._emit(ClientError(code="token", message=f"token refresh failed: {failed}"))
+            except Exception as exc:  # the app's provider failed
+                self._emit(ClientError(code="token", message=f"token_provider failed: {exc!r}"))
+            await trio.sleep(delay_s)
+            delay_s = min(10.0, delay_s * 2)
 
     async def _report_error(self) -> None:
         end = self._end
         if end is not None and end.reason:
-            await self._emit(ClientError(code=self._error_code, message=end.reason))
+            self._emit(ClientError(code=self._error_code, message=end.reason))
 
     async def _schedule_backoff(self) -> None:
         self.streams.disconnected()
@@ -448,8 +494,12 @@ class Client:
             if not pending.repeat:
                 pending.finish(error=RequestFailed("disconnected", "the connection ended"))
         self._attempt += 1
-        self._backoff_delay = self.settings.backoff.delay_s(
-            self._attempt, self.settings.rng.random()
+        limit = self.settings.backoff.max_attempts
+        self._giving_up = limit is not None and self._attempt >= limit
+        self._backoff_delay = (
+            None
+            if self._giving_up
+            else self.settings.backoff.delay_s(self._attempt, self.settings.rng.random())
         )
 
     async def _open_connection(self) -> None:
@@ -484,7 +534,8 @@ class Client:
 
     _frame: m.ServerMessage | None = None
     _error_code: str = "protocol"
-    _backoff_delay: float = 0.0
+    _backoff_delay: float | None = 0.0
+    _giving_up = False
     _hello_token: str = ""
     _task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 
@@ -496,37 +547,47 @@ class Client:
         elif isinstance(frame, m.HistoryPage) and self.streams.is_fill(frame.id):
             await self._apply(self.streams.page(frame.id, frame.messages))
         elif isinstance(frame, m.Error) and frame.id is not None and self.streams.is_fill(frame.id):
-            self.streams.fill_failed(frame.id)
-            await self._emit(
-                ClientError(code=frame.code, message=f"filling a gap: {frame.message}")
-            )
+            retryable = frame.code in _RETRYABLE
+            self.streams.fill_failed(frame.id, retryable=retryable)
+            if retryable:
+                delay_s = (frame.retry_after_ms or 1000) / 1000
+                self._nursery.start_soon(self._refill_later, delay_s)
+            else:
+                self._emit(ClientError(code=frame.code, message=f"filling a gap: {frame.message}"))
         elif isinstance(frame, m.Error):
             await self._answer_error(frame)
         elif isinstance(frame, m.ConversationJoined):
             self.streams.joined(frame.conversation)
             self.conversations[frame.conversation.conversation_id] = frame.conversation
-            await self._emit(frame)
+            self._emit(frame)
         elif isinstance(frame, m.ConversationLeft):
             self.streams.left(frame.conversation_id)
             self.conversations.pop(frame.conversation_id, None)
-            await self._emit(frame)
+            self._emit(frame)
         elif isinstance(frame, m.PresenceResult) and frame.id.startswith(_PRESENCE_PREFIX):
             for user in frame.users:  # the snapshot after welcome, as if pushed
-                await self._emit(
+                self._emit(
                     m.Presence(user_id=user.user_id, status=user.status, last_seen=user.last_seen)
                 )
         elif isinstance(frame, m.UserTyping | m.Presence | m.Receipt):
-            await self._emit(frame)
+            self._emit(frame)
         elif hasattr(frame, "id"):
             pending = self._pending.get(frame.id)
-            if pending is not None:
-                pending.finish(reply=frame)
             # A reply to nothing pending answers a request the app stopped waiting for.
+            if pending is None:
+                return
+            wanted = _REPLIES[type(pending.frame)]
+            if isinstance(frame, wanted):
+                pending.finish(reply=frame)
+                return
+            problem = f"a {frame.TYPE} answered a {pending.frame.TYPE} (expected {wanted.TYPE})"
+            pending.finish(error=RequestFailed("bad_frame", problem))
+            self._emit(ClientError(code="bad_frame", message=problem))
 
     async def _answer_error(self, error: m.Error) -> None:
         pending = None if error.id is None else self._pending.get(error.id)
         if pending is None:
-            await self._emit(ClientError(code=error.code, message=error.message))
+            self._emit(ClientError(code=error.code, message=error.message))
             return
         if error.code in _RETRYABLE and pending.repeat:
             delay_s = (error.retry_after_ms or 1000) / 1000
@@ -539,11 +600,17 @@ class Client:
 
     async def _apply(self, step: Step) -> None:
         for problem in step.problems:
-            await self._emit(ClientError(code="protocol", message=problem))
-        for request in step.requests:
-            await self._write(request)
+            self._emit(ClientError(code="protocol", message=problem))
+        stalled: set[str] = set()
         for message in step.deliver:
-            await self._emit(message)
+            cid = message.conversation_id
+            if cid not in stalled and not self._inbox.put(message):
+                # The app is behind: take it back; paged again once there is room.
+                self.streams.stall(cid, message.seq)
+                stalled.add(cid)
+        for request in step.requests:
+            if request.conversation_id not in stalled:
+                await self._write(request)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -556,11 +623,10 @@ class Client:
                 if self.state is ClientState.CONNECTING:
                     await self._connect()
                 elif self.state is ClientState.BACKOFF:
-                    limit = self.settings.backoff.max_attempts
-                    if limit is not None and self._attempt > limit:
+                    if self._giving_up or self._backoff_delay is None:
                         self._end = _End(
                             ClientEvent.GAVE_UP,
-                            reason=f"gave up after {limit} reconnect attempts",
+                            reason=f"gave up after {self._attempt} attempts",
                         )
                         self._error_code = "gave_up"
                         await self._fire(ClientEvent.GAVE_UP)
@@ -572,13 +638,13 @@ class Client:
                 assert self._closed_by is not None
                 raise self._closed_by
         finally:
-            self._events_in.close()
+            self._inbox.close()
 
     async def _connect(self) -> None:
         """One attempt: open, hello, live until it ends; its end is fed to the machine."""
         self._generation += 1
         end: _End | None = None
-        stream: trio.abc.Stream | None = None
+        stream: _Watched | None = None
         try:
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
@@ -589,20 +655,16 @@ class Client:
                     nursery.start_soon(self._timers, connection)
                     try:
                         self._hello_token = await self._get_token()
-                        stream = await self._open_stream()
-                        host, _, resource, _ = self._address
-                        connection.ws = await trio_websocket.wrap_client_stream(
-                            nursery,
-                            stream,  # type: ignore[arg-type]
-                            host,
-                            resource,
-                            subprotocols=[SUBPROTOCOL],
-                            max_message_size=self.settings.max_message_bytes,
-                        )
+                        stream = _Watched(await self._open_stream())
+                        connection.ws = await self._upgrade(nursery, stream)
                     except (OSError, trio.BrokenResourceError, _TokenFailed) as exc:
                         end = _End(ClientEvent.OPEN_FAILED, reason=f"cannot connect: {exc}")
                     else:
-                        end = await self._live(connection)
+                        if connection.ws is None:
+                            reason = "the server ended the connection during the upgrade"
+                            end = _End(ClientEvent.OPEN_FAILED, reason=reason)
+                        else:
+                            end = await self._live(connection)
                     scope.cancel()
         except BaseExceptionGroup as group:
             rejected, rest = group.split(trio_websocket.ConnectionRejected)
@@ -624,6 +686,24 @@ class Client:
             if end.close_code is not None and end.event is ClientEvent.SERVER_CLOSE_TERMINAL:
                 self._error_code = f"closed_{end.close_code}"
             await self._fire(end.event, end)
+
+    async def _upgrade(
+        self, nursery: trio.Nursery, stream: _Watched
+    ) -> trio_websocket.WebSocketConnection | None:
+        """The WebSocket upgrade; None if the server ends the stream without answering
+        (trio-websocket would wait for the 101 until the connect timeout)."""
+        host, _, resource, _ = self._address
+        with trio.CancelScope() as upgrade:
+            nursery.start_soon(_cancel_when, stream.ended, upgrade)
+            return await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,  # type: ignore[arg-type]
+                host,
+                resource,
+                subprotocols=[SUBPROTOCOL],
+                max_message_size=self.settings.max_message_bytes,
+            )
+        return None
 
     async def _get_token(self) -> str:
         if self._token_provider is None:
@@ -657,6 +737,7 @@ class Client:
             self._end = _End(ClientEvent.NO_SUBPROTOCOL, reason=reason)
             await self._fire(ClientEvent.NO_SUBPROTOCOL)
             return None
+        self._end = None  # how the last connection ended is told; this one is new
         await self._fire(ClientEvent.OPENED)
         while True:
             try:
@@ -726,7 +807,9 @@ class Client:
         with trio.move_on_at(connection.started_at + self.settings.connect_timeout_s):
             await connection.welcomed.wait()
         if not connection.welcomed.is_set():
-            if not connection.ended:
+            # Fed only while this attempt is still the one in progress: an attempt that
+            # already ended (the state moved on) has nothing left to time out.
+            if self._current(connection, ClientState.CONNECTING, ClientState.AUTHENTICATING):
                 self._end = _End(
                     ClientEvent.CONNECT_TIMEOUT,
                     reason=f"no welcome within {self.settings.connect_timeout_s} s",
@@ -735,11 +818,9 @@ class Client:
             return
         interval = connection.interval_s
         assert interval is not None
-        while self.state is ClientState.LIVE and not connection.ended:
+        while self._current(connection, ClientState.LIVE):
             now = trio.current_time()
-            if connection.delivering:
-                await trio.sleep(interval)
-            elif connection.pinged_at is None:
+            if connection.pinged_at is None:
                 due = connection.last_frame_at + interval
                 if now >= due:
                     await self._fire(ClientEvent.QUIET)
@@ -755,9 +836,74 @@ class Client:
                 else:
                     await trio.sleep_until(due)
 
+    def _current(self, connection: _Connection, *states: ClientState) -> bool:
+        return self._connection is connection and not connection.ended and self.state in states
+
 
 class _TokenFailed(Exception):
     pass
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()  # a no-op once the scope has exited
+
+
+class _Watched(trio.abc.Stream):
+    """A connection's stream, noting when the server ends it (EOF or an error) before
+    sending a single byte: a refusal without an HTTP answer. (Once anything arrived,
+    trio-websocket reports the end itself, e.g. a close frame right after the 101.)"""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.ended = trio.Event()
+        self.received = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self.inner.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not self.received:
+                self.ended.set()
+            raise
+        if not data and not self.received:
+            self.ended.set()
+        self.received = True
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Pace:
+    """A token bucket like the server's (HOOMI-LIMIT-2, full at each welcome), so that the
+    client's own bursts (re-sends after a reconnect, gap fills) never earn `rate_limited`
+    or a 4006 close. `take` reserves a token and waits until it exists."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0  # 0: no limit known yet
+        self.burst = 0.0
+        self.tokens = 0.0
+        self.at = 0.0
+
+    def reset(self, limits: m.Limits) -> None:
+        self.rate, self.burst = limits.rate_per_s, float(limits.rate_burst)
+        self.tokens, self.at = self.burst, trio.current_time()
+
+    async def take(self) -> None:
+        if self.rate <= 0:
+            return
+        now = trio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - 1
+        self.at = now
+        if self.tokens < 0:
+            await trio.sleep(-self.tokens / self.rate)
 
 
 def _closed(reason: trio_websocket.CloseReason | None) -> _End:

@@ -25,6 +25,9 @@ import attrs
 from hoomi.protocol.messages import ChatMessage, Conversation, History, ResumePosition
 
 FILL_PREFIX = "fill-"
+# Conversations resumed in one hello: a hello must fit the 16 KB bound before welcome
+# (HOOMI-WIRE-5); a position is ~60 bytes plus its id (up to 64). The others are paged.
+RESUME_MAX = 100
 
 
 @attrs.define
@@ -33,6 +36,8 @@ class _Stream:
     target: int  # the highest seq known to exist
     held: dict[int, ChatMessage] = attrs.field(factory=dict)
     filling: str | None = None  # the request id of the fill page in flight
+    stalled: bool = False  # the app's inbox was full: nothing handed over or paged
+    active: int = 0  # when it last handed a message over (a tick), to rank resumes
 
 
 @attrs.define
@@ -52,6 +57,8 @@ class Streams:
         self._streams = {cid: _Stream(seq, seq) for cid, seq in (positions or {}).items()}
         self._fills: dict[str, str] = {}  # fill request id -> conversation id
         self._ids = itertools.count(1)
+        self._ticks = itertools.count(1)
+        self._unresumed: set[str] = set()  # known, but left out of the last hello
         self.hold_max = hold_max
         self.duplicates = 0  # messages dropped as already handed over
 
@@ -60,14 +67,22 @@ class Streams:
         stream = self._streams.get(conversation_id)
         return None if stream is None else stream.position
 
+    def stalled(self, conversation_id: str) -> bool:
+        """True while the app's full inbox holds this stream back (see `stall`)."""
+        stream = self._streams.get(conversation_id)
+        return stream is not None and stream.stalled
+
     def positions(self) -> dict[str, int]:
         return {cid: stream.position for cid, stream in self._streams.items()}
 
     def resume(self) -> tuple[ResumePosition, ...]:
-        """The `hello.resume` positions: per known conversation, the last seq handed over."""
+        """The `hello.resume` positions: per known conversation, the last seq handed over;
+        at most `RESUME_MAX`, the most recently active (the rest are paged after welcome)."""
+        ranked = sorted(self._streams.items(), key=lambda item: item[1].active, reverse=True)
+        self._unresumed = {cid for cid, _ in ranked[RESUME_MAX:]}
         return tuple(
             ResumePosition(conversation_id=cid, after_seq=stream.position)
-            for cid, stream in self._streams.items()
+            for cid, stream in ranked[:RESUME_MAX]
         )
 
     # -- connections and membership ---------------------------------------------------------
@@ -79,21 +94,25 @@ class Streams:
         for stream in self._streams.values():
             stream.held.clear()
             stream.filling = None
+            stream.stalled = False
             stream.target = stream.position
 
     def welcome(
         self, conversations: Iterable[Conversation]
-    ) -> tuple[list[Conversation], list[str], list[str]]:
-        """Match the welcome's conversations with the known ones; return (new, gone,
-        problems). New ones start at their `latest_seq`; gone ones are forgotten. A known
+    ) -> tuple[list[Conversation], list[str], Step]:
+        """Match the welcome's conversations with the known ones; return (new, gone, step).
+
+        New ones start at their `latest_seq`; gone ones are forgotten. Known ones left out
+        of the hello's resume are paged up to their `latest_seq` (`step.requests`). A known
         one whose `latest_seq` is below its position (the server lost messages, or is
         another server) restarts at `latest_seq`, so that its next messages are not taken
-        for duplicates, and is named in `problems`."""
+        for duplicates, and is named in `step.problems`."""
         listed = {c.conversation_id: c for c in conversations}
         gone = [cid for cid in self._streams if cid not in listed]
         for cid in gone:
             del self._streams[cid]
-        new, problems = [], []
+        new: list[Conversation] = []
+        step = Step()
         for cid, conversation in listed.items():
             seq = conversation.latest_seq
             stream = self._streams.get(cid)
@@ -101,12 +120,16 @@ class Streams:
                 new.append(conversation)
                 self._streams[cid] = _Stream(seq, seq)
             elif seq < stream.position:
-                problems.append(
+                step.problems.append(
                     f"conversation {cid}: the server's latest seq {seq} is below the "
                     f"{stream.position} already shown; restarting there"
                 )
                 stream.position = stream.target = seq
-        return new, gone, problems
+            elif cid in self._unresumed:
+                stream.target = max(stream.target, seq)
+                self._fill(cid, stream, step)
+        self._unresumed.clear()
+        return new, gone, step
 
     def joined(self, conversation: Conversation) -> None:
         """`conversation_joined`: a stream from its `latest_seq` (a known one is kept)."""
@@ -177,23 +200,60 @@ class Streams:
         self._fill(cid, stream, step)
         return step
 
-    def fill_failed(self, request_id: str) -> None:
-        """The fill request got an error (e.g. the user left): stop filling that stream."""
+    def stall(self, conversation_id: str, seq: int) -> None:
+        """The app's inbox refused message `seq`: take it and what followed it back (the
+        position returns to before it), and hand over or page nothing more of this stream
+        until `unstall`."""
+        stream = self._streams.get(conversation_id)
+        if stream is None:
+            return
+        stream.target = max(stream.target, stream.position)
+        stream.position = min(stream.position, seq - 1)
+        stream.held.clear()
+        stream.stalled = True
+        if stream.filling is not None:
+            self._fills.pop(stream.filling, None)
+            stream.filling = None
+
+    def unstall(self) -> Step:
+        """There is room again: page what the stalled streams missed."""
+        step = Step()
+        for cid, stream in self._streams.items():
+            if stream.stalled:
+                stream.stalled = False
+                self._fill(cid, stream, step)
+        return step
+
+    def refill(self) -> Step:
+        """Page again wherever a stream is behind and no page is in flight (after a fill
+        that failed for a reason that passes, e.g. rate_limited)."""
+        step = Step()
+        for cid, stream in self._streams.items():
+            self._fill(cid, stream, step)
+        return step
+
+    def fill_failed(self, request_id: str, *, retryable: bool = False) -> None:
+        """The fill request got an error: stop filling that stream (`retryable`: for now;
+        `refill` asks again)."""
         cid = self._fills.pop(request_id, None)
         stream = None if cid is None else self._streams.get(cid)
         if stream is not None:
             stream.filling = None
-            stream.held.clear()
-            stream.target = stream.position
+            if not retryable:  # e.g. forbidden: what was missed cannot be had
+                stream.held.clear()
+                stream.target = stream.position
 
     # -- inside -----------------------------------------------------------------------------
 
     def _take(self, stream: _Stream, message: ChatMessage, step: Step) -> None:
-        if message.seq <= stream.position:
+        if stream.stalled:
+            stream.target = max(stream.target, message.seq)
+        elif message.seq <= stream.position:
             self.duplicates += 1
         elif message.seq == stream.position + 1:
             step.deliver.append(message)
             stream.position = message.seq
+            stream.active = next(self._ticks)
         else:
             stream.target = max(stream.target, message.seq)
             if len(stream.held) < self.hold_max:
@@ -211,7 +271,7 @@ class Streams:
         stream.target = max(stream.target, stream.position)
 
     def _fill(self, cid: str, stream: _Stream, step: Step) -> None:
-        if stream.position < stream.target and stream.filling is None:
+        if stream.position < stream.target and stream.filling is None and not stream.stalled:
             request_id = f"{FILL_PREFIX}{next(self._ids)}"
             stream.filling = request_id
             self._fills[request_id] = cid
