@@ -13,6 +13,7 @@ from hoomi.protocol import SPEC_VERSION, SUBPROTOCOL
 from hoomi.protocol.spec import spec_dir
 from hoomi.server.auth import mint_hs256
 
+from .chat import chat
 from .serve import register as register_serve
 
 app = typer.Typer(
@@ -63,6 +64,7 @@ def token(
 
 
 register_serve(app)
+app.command(name="chat")(chat)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import inspect
+import json
+import os
 import pathlib
 import secrets
 import signal
@@ -22,6 +24,7 @@ import trio
 import typer
 from rich.console import Console
 
+from hoomi.cli.chat import dev_file
 from hoomi.server import logs
 from hoomi.server.admin import serve_admin
 from hoomi.server.auth import TokenVerifier, load_public_keys
@@ -173,6 +176,7 @@ async def _run(settings: Settings, verifier: TokenVerifier, dev: bool) -> None:
         commit_window_ms=settings.sqlite_commit_window_ms,
     )
     await store.open()
+    written: pathlib.Path | None = None
     try:
         server = Server(settings, store, LocalFanout(), verifier)
         async with trio.open_nursery() as nursery:
@@ -181,10 +185,14 @@ async def _run(settings: Settings, verifier: TokenVerifier, dev: bool) -> None:
             tune_gc()  # start-up is done: the codec warmed up, both listeners bound
             _announce(settings, server, dev)
             _announce_admin(settings, admin_port, dev)
+            if dev:
+                written = _write_dev_file(settings, server, admin_port)
             nursery.start_soon(_stop_on_signal, server)
             await server.wait_stopped()
             nursery.cancel_scope.cancel()
     finally:
+        if written is not None:
+            written.unlink(missing_ok=True)
         with trio.CancelScope(shield=True):
             await store.aclose()
     console.print("Stopped: every session closed, the store is closed.")
@@ -197,6 +205,23 @@ async def _stop_on_signal(server: Server) -> None:
             console.print(f"{signal.Signals(signum).name}: draining (up to {deadline} ms)…")
             server.shutdown()
             return
+
+
+def _write_dev_file(settings: Settings, server: Server, admin_port: int) -> pathlib.Path:
+    """Leave the dev server's URLs and admin token beside its database, readable by its
+    owner only, for `hoomi chat` (removed when the server stops)."""
+    path = dev_file(settings.database)
+    host = settings.admin_host
+    info = {
+        "url": f"ws://{settings.host}:{server.ports[0]}{settings.path}",
+        "admin_url": f"http://{f'[{host}]' if ':' in host else host}:{admin_port}",
+        "admin_token": settings.admin_token,
+    }
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(info, file)
+    console.print("  chat: hoomi chat alice --with bob   (another terminal: hoomi chat bob --with alice)")
+    return path
 
 
 def _announce(settings: Settings, server: Server, dev: bool) -> None:
