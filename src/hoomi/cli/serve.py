@@ -220,7 +220,10 @@ def _write_dev_file(settings: Settings, server: Server, admin_port: int) -> path
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         json.dump(info, file)
-    console.print("  chat: hoomi chat alice --with bob   (another terminal: hoomi chat bob --with alice)")
+    console.print(
+        "  chat: hoomi chat alice --with bob   (another terminal: hoomi chat bob --with alice)",
+        soft_wrap=True,
+    )
     return path
 
 
