@@ -13,9 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
+import trio
 
 from conftest import SPEC
 from hoomi.client.client import _ACTIONS
+from hoomi.client.inbox import Inbox
 from hoomi.client.streams import RESUME_MAX, Streams
 from hoomi.protocol import IllegalTransition
 from hoomi.protocol.client_state import (
@@ -273,3 +275,23 @@ def test_a_fill_that_failed_for_a_passing_reason_is_asked_again() -> None:
     [fill] = streams.message(_msg(7)).requests
     streams.fill_failed(fill.id)  # e.g. forbidden: given up
     assert streams.refill().requests == []
+
+
+async def test_the_inbox_refuses_when_full_and_says_when_there_is_room_again() -> None:
+    inbox: Inbox[int] = Inbox(4)
+    rooms: list[int] = []
+    inbox.on_room = lambda: rooms.append(len(inbox))
+    assert all(inbox.put(n) for n in range(4))
+    assert not inbox.put(4)  # full: refused, never waited on
+    assert inbox.receive_nowait() == 0
+    assert rooms == []  # 3 left: not yet down to half
+    assert [await inbox.__anext__() for _ in range(1)] == [1]
+    assert rooms == [2]  # read down to half: once
+    assert inbox.receive_nowait() == 2
+    assert rooms == [2]
+    inbox.put(5)
+    inbox.close()
+    assert not inbox.put(6)
+    assert [n async for n in inbox] == [3, 5]
+    with pytest.raises(trio.EndOfChannel):
+        inbox.receive_nowait()

@@ -173,7 +173,7 @@ class Client:
         self._end: _End | None = None  # how the last connection ended
         self._closed_by: ClientClosed | None = None
         self._inbox: Inbox[Event] = Inbox(settings.event_buffer)
-        self._inbox.on_room = self._room_again
+        self._inbox.on_room = lambda: nursery.start_soon(self._room_again)
         self._dropped = 0  # events other than messages refused by a full inbox
         self._pace = _Pace()
         self.welcome: m.Welcome | None = None

@@ -5,13 +5,14 @@ app is itself waiting for, inside its `async for` over the events) sit behind th
 the socket. So `put` either takes an event or says the inbox is full, and the client decides
 what a refused event means: a message is taken back into its stream (and paged from history
 once there is room, so nothing is lost), anything else is counted and reported once there
-is room. `on_room` is called from the app's task when a full inbox drains to half.
+is room. `on_room` is called (from the app's task, so it must not block) when a full inbox
+has been read down to half.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import trio
@@ -28,7 +29,7 @@ class Inbox(Generic[T]):
         self._arrived = trio.Event()
         self._closed = False
         self.refused = 0  # put() calls refused since the inbox was last full
-        self.on_room: Callable[[], Awaitable[None]] | None = None
+        self.on_room: Callable[[], None] | None = None
 
     def put(self, item: T) -> bool:
         """Take `item`, or return False if the inbox is full or closed."""
@@ -51,21 +52,22 @@ class Inbox(Generic[T]):
         """The next event; trio.WouldBlock if there is none (EndOfChannel once closed)."""
         if not self._items:
             raise trio.EndOfChannel if self._closed else trio.WouldBlock
-        return self._items.popleft()
+        return self._took(self._items.popleft())
+
+    def _took(self, item: T) -> T:
+        if self.refused and self.on_room is not None and len(self._items) <= self.size // 2:
+            self.refused = 0
+            self.on_room()
+        return item
 
     def __aiter__(self) -> Inbox[T]:
         return self
 
     async def __anext__(self) -> T:
+        await trio.lowlevel.checkpoint()
         while not self._items:
             if self._closed:
                 raise StopAsyncIteration
             self._arrived = trio.Event()
             await self._arrived.wait()
-        item = self._items.popleft()
-        if self.refused and self.on_room is not None and len(self._items) <= self.size // 2:
-            self.refused = 0
-            await self.on_room()
-        else:
-            await trio.lowlevel.checkpoint()
-        return item
+        return self._took(self._items.popleft())
