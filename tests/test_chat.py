@@ -3,12 +3,14 @@ three processes, no token or URL copied by hand."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
 
+import httpx
 import pytest
 import trio
 
@@ -59,11 +61,14 @@ class Process:
 async def test_two_terminals_chat_against_the_dev_server(tmp_path: pathlib.Path) -> None:
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "COLUMNS": "200"}
     async with trio.open_nursery() as nursery:
+        dev = tmp_path / "hoomi" / "dev.json"
+        dev.parent.mkdir()
+        dev.write_text("{}")  # a stale one, readable by anyone
+        dev.chmod(0o644)
         server = await Process.start(
             nursery, ["serve", "--dev", "--port", "0", "--admin-port", "0"], env, stdin=False
         )
         await server.shows("hoomi chat alice --with bob")
-        dev = tmp_path / "hoomi" / "dev.json"
         assert dev.stat().st_mode & 0o077 == 0  # the admin token is the owner's alone
         bob = await Process.start(nursery, ["chat", "bob", "--with", "alice"], env)
         await bob.shows("connected")
@@ -76,11 +81,20 @@ async def test_two_terminals_chat_against_the_dev_server(tmp_path: pathlib.Path)
         await alice.shows("bob read up to #1")  # bob's chat marks what it showed as read
         await bob.type("hello alice")
         await alice.shows("bob: hello alice")
-        for chat in (alice, bob):
-            await chat.type("/quit")
-            with trio.fail_after(10):
-                assert await chat.process.wait() == 0
+        await alice.type("/quit")
+        with trio.fail_after(10):
+            assert await alice.process.wait() == 0
         await bob.shows("alice is offline")
+        # An operator kick (terminal, 4004) ends bob's chat by itself, input or not.
+        info = json.loads(dev.read_text())
+        async with httpx.AsyncClient(base_url=info["admin_url"]) as api:
+            kicked = await api.post(
+                "/v1/users/bob/kick", headers={"Authorization": f"Bearer {info['admin_token']}"}
+            )
+        assert kicked.status_code < 300, kicked.text
+        await bob.shows("4004")
+        with trio.fail_after(10):
+            assert await bob.process.wait() == 0
         server.process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             assert await server.process.wait() == 0

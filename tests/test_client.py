@@ -525,3 +525,43 @@ async def test_sends_are_paced_under_the_rate_limit(
             assert took >= (15 - 3) / 50 * 0.9  # paced: the bucket's refill, not a burst
             assert len(hoomi.server.sessions) == 1
             assert retries == []
+
+
+async def test_many_unacked_sends_after_a_restart_are_paced_without_stalling_the_reader(
+    tmp_path: pathlib.Path,
+) -> None:
+    """30 sends wait while the server restarts; the new one allows 20 requests/s (burst 2)
+    and pings every 500 ms. The re-sends are paced by the connection's writer while its
+    reader keeps reading: the connection stays up and every send is acked once."""
+    port = _free_port()
+
+    async def serve(stop: trio.Event, *, task_status: trio.TaskStatus[Any]) -> None:
+        async with running_server(
+            tmp_path, port=port, rate_per_s=20, rate_burst=2, heartbeat_interval_ms=500
+        ) as hoomi:
+            task_status.started(hoomi)
+            await stop.wait()
+        stop.set()
+
+    async with trio.open_nursery() as servers:
+        first_stop = trio.Event()
+        first = await servers.start(serve, first_stop)
+        dm = await first.server.create_conversation(kind="direct", members=["alice", "bob"])
+        url = f"ws://127.0.0.1:{port}/"
+        async with connect(url, token=mint("alice"), settings=FAST) as alice:
+            first_stop.set()
+            await _until(alice, _state(ClientState.BACKOFF))
+            acks: list[int] = []
+
+            async def one(n: int) -> None:
+                acks.append((await alice.send(dm.conversation_id, f"m{n}")).seq)
+
+            with trio.fail_after(15):
+                async with trio.open_nursery() as sends:
+                    for n in range(30):
+                        sends.start_soon(one, n)
+                    await trio.sleep(0.2)
+                    second = await servers.start(serve, trio.Event())
+            assert sorted(acks) == list(range(1, 31))
+            assert second.server.metrics.connections == 1  # one connection: never declared dead
+        servers.cancel_scope.cancel()

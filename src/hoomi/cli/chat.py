@@ -89,6 +89,9 @@ def chat(
                 "is), or give --url."
             )
         trio.run(_chat, user, with_, url, token, admin_url, admin_token)
+    except ValueError as error:  # e.g. not a ws:// URL
+        console.print(f"[red]Error:[/red] {escape(str(error))}.")
+        raise typer.Exit(2) from None
     except ChatError as error:
         console.print(f"[red]Error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from None
@@ -160,7 +163,9 @@ async def _chat(
         for message in page.messages:
             _show_message(message, user)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_show_events, client, cid, user)
+            seen = _Seen()
+            nursery.start_soon(_mark_read, client, cid, seen)
+            nursery.start_soon(_show_events, client, cid, user, seen, nursery.cancel_scope)
             await _read_input(client, cid)
             nursery.cancel_scope.cancel()
 
@@ -184,13 +189,37 @@ def _show_message(message: m.ChatMessage, me: str) -> None:
     console.print(f"[{style}]{escape(who)}[/{style}]: {escape(message.text)}")
 
 
-async def _show_events(client: Client, cid: str, me: str) -> None:
+class _Seen:
+    """The newest seq shown, for the read marker (one `read` however many were shown)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.changed = trio.Event()
+
+
+async def _mark_read(client: Client, cid: str, seen: _Seen) -> None:
+    marked = 0
+    while True:
+        await seen.changed.wait()
+        seen.changed = trio.Event()
+        if seen.seq > marked:
+            marked = seen.seq
+            try:
+                await client.read(cid, marked)
+            except (RequestFailed, ClientClosed):
+                return
+
+
+async def _show_events(
+    client: Client, cid: str, me: str, seen: _Seen, done: trio.CancelScope
+) -> None:
     async for event in client.events():
         if isinstance(event, m.ChatMessage):
             if event.conversation_id == cid:
                 _show_message(event, me)
                 if event.sender_id != me:
-                    await client.read(cid, event.seq)
+                    seen.seq = event.seq
+                    seen.changed.set()
             else:
                 console.print(f"[dim](a new message in {event.conversation_id})[/dim]")
         elif isinstance(event, m.UserTyping) and event.conversation_id == cid:
@@ -204,6 +233,7 @@ async def _show_events(client: Client, cid: str, me: str) -> None:
             _show_state(event)
         elif isinstance(event, ClientError):
             console.print(f"[red]{escape(event.code)}: {escape(event.message)}[/red]")
+    done.cancel()  # the client closed for good: so does the chat, input or not
 
 
 def _show_state(change: StateChanged) -> None:

@@ -207,17 +207,21 @@ async def _stop_on_signal(server: Server) -> None:
             return
 
 
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def _write_dev_file(settings: Settings, server: Server, admin_port: int) -> pathlib.Path:
     """Leave the dev server's URLs and admin token beside its database, readable by its
     owner only, for `hoomi chat` (removed when the server stops)."""
     path = dev_file(settings.database)
-    host = settings.admin_host
     info = {
-        "url": f"ws://{settings.host}:{server.ports[0]}{settings.path}",
-        "admin_url": f"http://{f'[{host}]' if ':' in host else host}:{admin_port}",
+        "url": f"ws://{_host(settings.host)}:{server.ports[0]}{settings.path}",
+        "admin_url": f"http://{_host(settings.admin_host)}:{admin_port}",
         "admin_token": settings.admin_token,
     }
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path.unlink(missing_ok=True)  # a stale one may have other permissions
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         json.dump(info, file)
     console.print(

@@ -17,17 +17,20 @@ messages (`hold_max`), frames (`max_message_bytes`), reconnect attempts (`backof
 
 from __future__ import annotations
 
+import collections
 import itertools
 import random
 import ssl
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 import attrs
+import h11
 import trio
 import trio_websocket
+import wsproto.utilities
 
 from hoomi import __version__
 from hoomi.protocol import SUBPROTOCOL, ProtocolError, decode_server, encode
@@ -61,6 +64,12 @@ _REPLIES: dict[type[m.ClientMessage], type[m.ServerMessage]] = {
     m.PresenceQuery: m.PresenceResult,
     m.Ping: m.Pong,
 }
+_UPGRADE_ERRORS = (
+    trio_websocket.ConnectionRejected,
+    trio_websocket.HandshakeError,
+    wsproto.utilities.ProtocolError,
+    h11.ProtocolError,
+)
 _ENDING = frozenset({"abort_connection", "close_connection"})  # actions that end a connection
 
 
@@ -113,6 +122,13 @@ class _Connection:
     welcomed: trio.Event = attrs.field(factory=trio.Event)
     closed: trio.Event = attrs.field(factory=trio.Event)  # our close handshake is over
     ended: bool = False
+    # Frames for its writer task, in order, each with the app's request if it is one. Bounded
+    # by what can be outstanding: max_pending requests, a fill per conversation, a ping, the
+    # presence queries of one welcome.
+    outbox: collections.deque[tuple[m.ClientMessage, _Pending | None]] = attrs.field(
+        factory=collections.deque
+    )
+    wake_writer: trio.Event = attrs.field(factory=trio.Event)
 
 
 @attrs.frozen
@@ -284,7 +300,7 @@ class Client:
             self._pending[frame.id] = pending
             try:
                 if self.state is ClientState.LIVE:
-                    await self._write_pending(pending)
+                    self._write_pending(pending)
                 await pending.done.wait()
             finally:
                 self._pending.pop(frame.id, None)
@@ -293,27 +309,45 @@ class Client:
         assert pending.reply is not None
         return pending.reply
 
-    async def _write_pending(self, pending: _Pending) -> None:
+    def _write_pending(self, pending: _Pending) -> None:
         connection = self._connection
         if connection is None or pending.written_on == connection.generation:
             return
         pending.written_on = connection.generation
-        await self._write(pending.frame)
+        self._write(pending.frame, pending)
 
-    async def _write(self, frame: m.ClientMessage) -> None:
-        """Write on the current connection, paced under the server's rate limit
-        (HOOMI-LIMIT-2); a failure is left to its reader to notice."""
+    def _write(self, frame: m.ClientMessage, pending: _Pending | None = None) -> None:
+        """Queue `frame` for the current connection's writer; never waits (the reader calls
+        this too, and must keep reading while requests are paced)."""
         connection = self._connection
-        if connection is None or connection.ws is None or connection.ended:
+        if connection is None or connection.ended:
             return
-        if not isinstance(frame, m.Hello):
-            await self._pace.take()
-            if connection is not self._connection or connection.ended:
+        connection.outbox.append((frame, pending))
+        connection.wake_writer.set()
+
+    async def _writer(self, connection: _Connection) -> None:
+        """Write the connection's frames in order, requests paced under the server's rate
+        limit (HOOMI-LIMIT-2); a request the app stopped waiting for before it went out is
+        not sent. A failed write is left to the reader to notice."""
+        ws = connection.ws
+        assert ws is not None
+        while True:
+            while not connection.outbox:
+                connection.wake_writer = trio.Event()
+                await connection.wake_writer.wait()
+            frame, pending = connection.outbox.popleft()
+            if pending is not None and self._pending.get(frame.id) is not pending:
+                continue
+            if not isinstance(frame, m.Hello):
+                await self._pace.take()
+            try:
+                await ws.send_message(encode(frame))
+            except (
+                trio_websocket.ConnectionClosed,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+            ):
                 return
-        with suppress(
-            trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError
-        ):
-            await connection.ws.send_message(encode(frame))
 
     async def _retry_later(self, pending: _Pending, delay_s: float) -> None:
         generation = pending.written_on
@@ -325,7 +359,7 @@ class Client:
             and pending.written_on == generation  # not re-sent on a new connection since
         ):
             pending.written_on = 0
-            await self._write_pending(pending)
+            self._write_pending(pending)
 
     async def _refill_later(self, delay_s: float) -> None:
         await trio.sleep(delay_s)
@@ -336,15 +370,14 @@ class Client:
         """The app caught up with a full inbox: say what was dropped, page what was not
         handed over."""
         if self._dropped:
-            dropped, self._dropped = self._dropped, 0
-            self._emit(
-                ClientError(
-                    code="events_dropped",
-                    message=f"{dropped} events (typing, presence, receipts, state changes) "
-                    "were dropped while the app was behind; client.state and "
-                    "client.conversations are current",
-                )
+            report = ClientError(
+                code="events_dropped",
+                message=f"{self._dropped} events (typing, presence, receipts, state changes) "
+                "were dropped while the app was behind; client.state and "
+                "client.conversations are current",
             )
+            if self._inbox.put(report):
+                self._dropped = 0
         if self.state is ClientState.LIVE:
             await self._apply(self.streams.unstall())
 
@@ -396,7 +429,7 @@ class Client:
             client=m.ClientInfo(name=self.settings.client_name, version=__version__),
             resume=resume or None,
         )
-        await self._write(hello)
+        self._write(hello)
 
     async def _start_streams(self) -> None:
         assert self.welcome is not None
@@ -413,7 +446,7 @@ class Client:
     async def _resend_pending(self) -> None:
         for pending in list(self._pending.values()):
             if not pending.done.is_set():
-                await self._write_pending(pending)
+                self._write_pending(pending)
 
     async def _query_presence(self) -> None:
         user = self.user_id
@@ -423,7 +456,7 @@ class Client:
                 id=f"{_PRESENCE_PREFIX}{next(self._ids)}",
                 user_ids=tuple(contacts[start : start + _PRESENCE_QUERY_MAX]),
             )
-            await self._write(frame)
+            self._write(frame)
 
     async def _reset_backoff(self) -> None:
         self._attempt = 0
@@ -443,7 +476,7 @@ class Client:
         await self._handle(frame)
 
     async def _send_ping(self) -> None:
-        await self._write(m.Ping(id=self._next_id()))
+        self._write(m.Ping(id=self._next_id()))
 
     async def _start_dead_timer(self) -> None:
         connection = self._connection
@@ -610,7 +643,7 @@ class Client:
                 stalled.add(cid)
         for request in step.requests:
             if request.conversation_id not in stalled:
-                await self._write(request)
+                self._write(request)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -638,6 +671,7 @@ class Client:
                 assert self._closed_by is not None
                 raise self._closed_by
         finally:
+            self._inbox.on_room = None  # the client's nursery is closing
             self._inbox.close()
 
     async def _connect(self) -> None:
@@ -667,12 +701,16 @@ class Client:
                             end = await self._live(connection)
                     scope.cancel()
         except BaseExceptionGroup as group:
-            rejected, rest = group.split(trio_websocket.ConnectionRejected)
+            # What trio-websocket's reader raises for a refused or broken upgrade (an HTTP
+            # status, a bad Sec-WebSocket-Accept) fails the attempt; anything else is a bug.
+            refused, rest = group.split(_UPGRADE_ERRORS)
             if rest is not None:
                 raise rest from None
-            assert rejected is not None
-            status = getattr(rejected.exceptions[0], "status_code", "?")
-            end = _End(ClientEvent.OPEN_FAILED, reason=f"the upgrade was refused: HTTP {status}")
+            assert refused is not None
+            first = refused.exceptions[0]
+            status = getattr(first, "status_code", None)
+            detail = f"HTTP {status}" if status is not None else repr(first)
+            end = _End(ClientEvent.OPEN_FAILED, reason=f"the upgrade failed: {detail}")
         finally:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
@@ -732,6 +770,9 @@ class Client:
         """From the upgrade to the connection's end; None if an action already ended it."""
         ws = connection.ws
         assert ws is not None
+        if connection.ended:  # the connect timer fired while the upgrade completed
+            return None
+        connection.nursery.start_soon(self._writer, connection)
         if ws.subprotocol != SUBPROTOCOL:
             reason = f"the server did not select {SUBPROTOCOL} (selected {ws.subprotocol!r})"
             self._end = _End(ClientEvent.NO_SUBPROTOCOL, reason=reason)
@@ -773,10 +814,11 @@ class Client:
                 self.welcome = frame
                 self._welcomes += 1
                 connection.interval_s = frame.heartbeat_interval_ms / 1000
+                connection.last_frame_at = trio.current_time()
                 connection.welcomed.set()
-                await self._fire(ClientEvent.WELCOME)
                 if self._welcomes == 1:
-                    self._task_status.started()
+                    self._task_status.started()  # `connect` returns: the client is usable
+                await self._fire(ClientEvent.WELCOME)
             elif isinstance(frame, m.Error) and frame.id == connection.hello_id:
                 self._end = _End(ClientEvent.HELLO_ERROR, reason=frame.message)
                 self._error_code = frame.code
@@ -829,8 +871,9 @@ class Client:
             else:
                 due = connection.pinged_at + interval
                 if now >= due:
+                    silent = now - connection.last_frame_at
                     self._end = _End(
-                        ClientEvent.DEAD, reason=f"nothing from the server for {2 * interval} s"
+                        ClientEvent.DEAD, reason=f"nothing from the server for {silent:.1f} s"
                     )
                     await self._fire(ClientEvent.DEAD)
                 else:
