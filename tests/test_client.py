@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import jwt
@@ -565,3 +566,43 @@ async def test_many_unacked_sends_after_a_restart_are_paced_without_stalling_the
             assert sorted(acks) == list(range(1, 31))
             assert second.server.metrics.connections == 1  # one connection: never declared dead
         servers.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _raw_listener(
+    answer: Callable[[trio.SocketStream], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A TCP listener that does `answer` with each connection instead of a WebSocket."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/"
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_upgrade_never_answered_times_out_and_one_closed_fails_at_once(
+    clock: trio.testing.MockClock,
+) -> None:
+    settings = ClientSettings(
+        connect_timeout_s=10,
+        backoff=Backoff(initial_ms=1, max_ms=1, multiplier=1, max_attempts=2),
+    )
+
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    async with _raw_listener(silent) as url:
+        started = trio.current_time()
+        with pytest.raises(ClientClosed, match="gave up after 2"):
+            async with connect(url, token="t", settings=settings):
+                raise AssertionError("connected to a silent server")
+        assert 20 <= trio.current_time() - started <= 20.5  # two connect timeouts
+    async with _raw_listener(hang_up) as url:
+        started = trio.current_time()
+        with pytest.raises(ClientClosed, match="gave up after 2"):
+            async with connect(url, token="t", settings=settings):
+                raise AssertionError("connected to a server that hangs up")
+        assert trio.current_time() - started < 1  # no connect timeout waited out
