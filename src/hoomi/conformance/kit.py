@@ -286,15 +286,37 @@ class ScriptedServer:
         finally:
             await ws.aclose()
 
-    async def accept(self, within: float, requirement: str, why: str) -> Wire:
-        """The client's next connection; `Failed` if it does not come within `within` s."""
+    async def accept(
+        self, within: float, requirement: str, why: str, adapter: AdapterProcess
+    ) -> Wire:
+        """The client's next connection; `Failed` if it does not come within `within` s,
+        or the adapter exits first."""
+        wires: list[Wire] = []
         with trio.move_on_after(within):
-            wire = await self._out.receive()
-            if SUBPROTOCOL not in wire.handshake.subprotocols:
-                offered = ", ".join(wire.handshake.subprotocols) or "none"
-                raise Failed("HOOMI-WIRE-1", f"the client offered {offered}, not {SUBPROTOCOL}")
-            return wire
-        raise Failed(requirement, f"the client did not connect within {within:g} s ({why})")
+            async with trio.open_nursery() as nursery:
+
+                async def take() -> None:
+                    wires.append(await self._out.receive())
+                    nursery.cancel_scope.cancel()
+
+                async def watch() -> None:
+                    await adapter.exited.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(take)
+                nursery.start_soon(watch)
+        if not wires:
+            with contextlib.suppress(trio.WouldBlock):
+                wires.append(self._out.receive_nowait())
+        if not wires:
+            if adapter.exited.is_set():
+                raise Failed(requirement, f"the client did not connect ({why}): {adapter.gone()}")
+            raise Failed(requirement, f"the client did not connect within {within:g} s ({why})")
+        wire = wires[0]
+        if SUBPROTOCOL not in wire.handshake.subprotocols:
+            offered = ", ".join(wire.handshake.subprotocols) or "none"
+            raise Failed("HOOMI-WIRE-1", f"the client offered {offered}, not {SUBPROTOCOL}")
+        return wire
 
     async def no_connection(self, seconds: float, requirement: str, why: str) -> None:
         with trio.move_on_after(seconds):
@@ -411,7 +433,7 @@ class AdapterProcess:
 
     def gone(self) -> str:
         process = self.process
-        code = None if process is None else process.returncode
+        code = None if process is None else process.poll()
         status = "the adapter exited" if code is None else f"the adapter exited with {code}"
         return f"{status}; {self.stderr_tail()}"
 
@@ -498,6 +520,10 @@ class Kit:
         command = {"cmd": "send", "ref": ref, "conversation_id": cid, "text": text}
         await self.adapter.command(command, "HOOMI-CLIENT-1")
 
+    async def read(self, cid: str, seq: int) -> None:
+        command = {"cmd": "read", "conversation_id": cid, "seq": seq}
+        await self.adapter.command(command, "HOOMI-CLIENT-1")
+
     async def outcome(self, ref: str, requirement: str, within: float = 5) -> dict[str, Any]:
         """The `ack` or `send_failed` event of send `ref`."""
         index = await self.adapter.wait_for(
@@ -512,7 +538,7 @@ class Kit:
     # connections ----------------------------------------------------------------------------
 
     async def accept(self, requirement: str, why: str, within: float = 5) -> Wire:
-        wire = await self.server.accept(self.s(within), requirement, why)
+        wire = await self.server.accept(self.s(within), requirement, why, self.adapter)
         self.where = f"connection {wire.number}"
         return wire
 
@@ -730,8 +756,6 @@ async def run_scenario(
                 try:
                     with trio.fail_after(spec.timeout_s * scale):
                         await spec.run(kit)
-                    if adapter.problem is not None:
-                        failure = Failed(ADAPTER, adapter.problem)
                 except Failed as failed:
                     failure = failed
                 except trio.TooSlowError:
@@ -740,6 +764,8 @@ async def run_scenario(
                 finally:
                     with trio.CancelScope(shield=True):
                         await adapter.stop()
+                if adapter.problem is not None:  # whatever else went wrong, this came first
+                    failure = Failed(ADAPTER, adapter.problem)
             nursery.cancel_scope.cancel()
     duration = trio.current_time() - started
     if failure is None:

@@ -65,8 +65,12 @@ async def hello_first(kit: Kit) -> None:
     send = await wire.expect("send", 3, "HOOMI-CLIENT-1")
     kit.ack(wire, send, 1)
     await kit.acked("early", 1, "HOOMI-CLIENT-1")
-    await wire.quiet(0.3, "HOOMI-CLIENT-1", "expected no other frame (a second hello?)")
     await kit.app_shows(C1, [1])
+    await kit.read(C1, 1)
+    read = await wire.expect("read", 3, "HOOMI-CLIENT-1")
+    if (read.data["conversation_id"], read.data["seq"]) != (C1, 1):
+        raise Failed("HOOMI-CLIENT-1", f"the app read seq 1 of {C1}; the client sent {read.data}")
+    await wire.quiet(0.3, "HOOMI-CLIENT-1", "expected no other frame (a second hello?)")
 
 
 async def websocket_ping(kit: Kit) -> None:
