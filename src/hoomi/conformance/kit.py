@@ -371,7 +371,9 @@ class AdapterProcess:
         try:
             while True:
                 data = await self.process.stdout.receive_some(65536)
-                if not data:
+                if not data:  # it closed stdout: most likely it ended; reap it for `gone`
+                    with trio.move_on_after(1):
+                        await self.process.wait()
                     return
                 buffer += data
                 *lines, buffer = buffer.split(b"\n")
