@@ -10,12 +10,20 @@ admin API (`hoomi.conformance.remote`), with a progress bar, then prints a table
 requirement id (``--json`` for scripts, ``--junit FILE`` for CI). Exit 0 when nothing
 failed (skips alone are not failures), 1 on any failure, 2 when the server cannot be used
 at all (one sentence says why and what to do; never a traceback).
+
+``client -- COMMAND...`` runs the client kit's scenarios (`hoomi.conformance.scenarios`)
+against the client behind an adapter command (docs/conformance.md), reported the same way;
+2 when the command cannot be started.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import pathlib
+import shlex
+import shutil
+from collections.abc import Sequence
 from typing import Annotated, NoReturn
 
 import orjson
@@ -28,8 +36,10 @@ from rich.text import Text
 
 from hoomi.cli.render import plural
 from hoomi.conformance import Outcome, Result, Transcript, load_transcripts
+from hoomi.conformance.kit import ScenarioSpec, run_kit
 from hoomi.conformance.remote import ServerUnusable, admin_backend
 from hoomi.conformance.report import counts, failure_reason, junit_xml, to_json, verdicts
+from hoomi.conformance.scenarios import scenarios
 from hoomi.conformance.suite import run_suite
 from hoomi.protocol import Direction, ProtocolError, decode
 from hoomi.protocol.spec import spec_dir
@@ -213,9 +223,21 @@ def server(
     if as_json:
         typer.echo(orjson.dumps(to_json(results, url), option=orjson.OPT_INDENT_2).decode())
     else:
-        _print_server_report(results, url)
+        _print_report(results, f"Hoomi server conformance of {url}", "transcript")
     if any(r.outcome is Outcome.FAILED for r in results):
         raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,  # a bar in a log file is noise
+    )
 
 
 async def _run_server(
@@ -227,15 +249,7 @@ async def _run_server(
     allow_drain: bool,
     timeout_ms: int,
 ) -> list[Result]:
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,  # a bar in a log file is noise
-    )
+    progress = _progress()
     with progress:
         task = progress.add_task(f"connecting to {url}", total=len(transcripts))
         async with admin_backend(url, admin_url, admin_token, jwt_secret=jwt_secret) as backend:
@@ -250,16 +264,13 @@ async def _run_server(
             )
 
 
-def _print_server_report(results: list[Result], url: str) -> None:
+def _print_report(results: list[Result], title: str, unit: str) -> None:
+    """A table per requirement id, a line per failure, a summary line (`unit`: what ran)."""
     tally = counts(results)
-    table = Table(
-        title=Text(f"Hoomi server conformance of {url}, per requirement"),
-        title_justify="left",
-        show_lines=True,
-    )
+    table = Table(title=Text(f"{title}, per requirement"), title_justify="left", show_lines=True)
     table.add_column("requirement", no_wrap=True)
     table.add_column("result", no_wrap=True)
-    table.add_column("transcripts")
+    table.add_column(f"{unit}s")
     for verdict in verdicts(results):
         lines = Text()
         if verdict.passed:
@@ -278,8 +289,106 @@ def _print_server_report(results: list[Result], url: str) -> None:
         line = Text.assemble(("FAILED", "red"), f" {result.name} ({ids}): ")
         console.print(line.append(failure_reason(result)), highlight=False)
     summary = (
-        f"{plural(len(results), 'transcript')}: {tally['passed']} passed, "
+        f"{plural(len(results), unit)}: {tally['passed']} passed, "
         f"{tally['failed']} failed, "
         f"{tally['skipped']} skipped."
     )
     console.print(summary, style="red" if failed else "green", highlight=False)
+
+
+# -- client -------------------------------------------------------------------------------
+
+
+def _chosen_scenarios(only: list[str] | None) -> list[ScenarioSpec]:
+    specs = scenarios()
+    if not only:
+        return specs
+    names = [spec.name for spec in specs]
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        _fail(f"No scenario named {', '.join(unknown)}; the scenarios are: {', '.join(names)}.")
+    return [spec for spec in specs if spec.name in only]
+
+
+def _check_command(command: Sequence[str]) -> None:
+    """One sentence and exit 2 unless `command` names something that can be started."""
+    example = "e.g. hoomi-conformance client -- python -m hoomi.client.adapter"
+    if not command:
+        _fail(f"Give the command that starts your adapter after --, {example}.")
+    program = command[0]
+    if os.sep in program:
+        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            _fail(f"Cannot start the adapter: {program} is not an executable file.")
+    elif shutil.which(program) is None:
+        _fail(f"Cannot start the adapter: no command named {program} on PATH ({example}).")
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def client(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The command that starts the adapter of the client under test (after --); "
+            "the kit starts it once per scenario and drives it over the control protocol "
+            "of spec/v1/client-kit.",
+            show_default=False,
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only this scenario (repeatable).", metavar="NAME"),
+    ] = None,
+    timeout_scale: Annotated[
+        float,
+        typer.Option(
+            "--timeout-scale",
+            min=0.1,
+            max=100.0,
+            help="Multiply every wait by this (a slow machine or client); bounds the spec "
+            "sets as minimums stay as they are.",
+        ),
+    ] = 1.0,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=64, help="Scenarios run at once.")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    junit: Annotated[
+        pathlib.Path | None,
+        typer.Option("--junit", help="Also write JUnit XML to this file.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Run the client kit's scenarios against an adapter command; exit 1 if any fails."""
+    argv = list(command or [])
+    _check_command(argv)
+    specs = _chosen_scenarios(only)
+    label = shlex.join(argv)
+    try:
+        results = trio.run(_run_client, argv, specs, timeout_scale, jobs)
+    except KeyboardInterrupt:
+        _fail("Interrupted: no report.", 130)
+    if junit is not None:
+        try:
+            junit.write_text(junit_xml(results, label, kind="client"), encoding="utf-8")
+        except OSError as error:
+            _fail(f"Cannot write the JUnit file {junit}: {error.strerror}.")
+    if as_json:
+        report = to_json(results, label, kind="client", unit="scenarios")
+        typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_report(results, f"Hoomi client conformance of {label}", "scenario")
+    if any(r.outcome is Outcome.FAILED for r in results):
+        raise typer.Exit(1)
+
+
+async def _run_client(
+    argv: list[str], specs: list[ScenarioSpec], scale: float, jobs: int
+) -> list[Result]:
+    progress = _progress()
+    with progress:
+        task = progress.add_task("starting", total=len(specs))
+        return await run_kit(
+            specs,
+            argv,
+            scale=scale,
+            jobs=jobs,
+            on_start=lambda spec: progress.update(task, description=spec.name),
+            on_result=lambda result: progress.advance(task),
+        )

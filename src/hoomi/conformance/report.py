@@ -100,11 +100,15 @@ def counts(results: Sequence[Result]) -> dict[str, int]:
     return {outcome.value: sum(r.outcome is outcome for r in results) for outcome in Outcome}
 
 
-def to_json(results: Sequence[Result], server: str) -> dict[str, Any]:
-    """The whole run: counts, each transcript's result, each requirement's verdict."""
+def to_json(
+    results: Sequence[Result], server: str, *, kind: str = "server", unit: str = "transcripts"
+) -> dict[str, Any]:
+    """The whole run: counts, each transcript's (or scenario's) result, each requirement's
+    verdict. `kind` names what was graded (``server``: a URL; ``client``: an adapter
+    command) and keys `server`; `unit` keys the counts."""
     return {
-        "server": server,
-        "transcripts": counts(results),
+        kind: server,
+        unit: counts(results),
         "results": [
             {
                 "name": r.name,
@@ -131,13 +135,13 @@ def to_json(results: Sequence[Result], server: str) -> dict[str, Any]:
     }
 
 
-def junit_xml(results: Sequence[Result], server: str) -> str:
-    """JUnit XML: one testcase per transcript (classname: its requirement ids), failures and
-    skips with their reasons."""
+def junit_xml(results: Sequence[Result], server: str, *, kind: str = "server") -> str:
+    """JUnit XML: one testcase per transcript or scenario (a property lists its requirement
+    ids), failures and skips with their reasons; `kind` as in `to_json`."""
     tally = counts(results)
     suite = ET.Element(
         "testsuite",
-        name=f"hoomi-conformance server {server}",
+        name=f"hoomi-conformance {kind} {server}",
         tests=str(len(results)),
         failures=str(tally[Outcome.FAILED.value]),
         errors="0",
@@ -148,7 +152,7 @@ def junit_xml(results: Sequence[Result], server: str) -> str:
         case = ET.SubElement(
             suite,
             "testcase",
-            classname="hoomi.conformance.server",
+            classname=f"hoomi.conformance.{kind}",
             name=result.name,
             time=f"{result.duration_s:.3f}",
         )

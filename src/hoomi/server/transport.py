@@ -293,6 +293,7 @@ class WebSocket:
         "closing",
         "last_received",
         "max_frame_bytes",
+        "pongs",
     )
 
     def __init__(
@@ -331,6 +332,7 @@ class WebSocket:
         self.broken = False
         self.closing = False
         self.last_received = trio.current_time()
+        self.pongs = 0  # pong frames received (the client conformance kit asks)
 
     # -- handshake ------------------------------------------------------------------------
 
@@ -517,6 +519,7 @@ class WebSocket:
                 self._write(_control(0x8A, payload), bounded=True)
             return None
         if opcode == 0xA:  # pong: activity only, already counted
+            self.pongs += 1
             return None
         if opcode == 0x8:
             if len(payload) == 1:
