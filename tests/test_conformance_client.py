@@ -33,12 +33,7 @@ SCHEMA: Final = orjson.loads(
 )
 # Scenarios the SDK fails today, with the requirement each fails; reported to the SDK's
 # owner. Remove an entry when the SDK is fixed (the test below then insists on a pass).
-SDK_KNOWN_FAILURES: Final[Mapping[str, str]] = {
-    # The quiet timer starts late: `_timers` wakes on `welcomed` before the welcome's
-    # start_quiet_timer action ran, sees last_frame_at 0.0 and pings at once after
-    # every welcome instead of after heartbeat_interval_ms of quiet.
-    "app-ping": "HOOMI-LIVE-2",
-}
+SDK_KNOWN_FAILURES: Final[Mapping[str, str]] = {}
 # What each broken variant must fail: {scenario: requirement}.
 VARIANTS: Final[Mapping[str, Mapping[str, str]]] = {
     "no-dedupe": {"duplicates": "HOOMI-CLIENT-2"},

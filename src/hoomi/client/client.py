@@ -33,7 +33,7 @@ import trio_websocket
 import wsproto.utilities
 
 from hoomi import __version__
-from hoomi.protocol import SUBPROTOCOL, ProtocolError, decode_server, encode
+from hoomi.protocol import SUBPROTOCOL, ProtocolError, decode_server, encode, spec
 from hoomi.protocol import messages as m
 from hoomi.protocol.client_state import (
     BACKOFF,
@@ -51,7 +51,8 @@ from .streams import Step, Streams
 
 TokenProvider = Callable[[], Awaitable[str]]
 
-_RETRYABLE = frozenset({ErrorCode.RATE_LIMITED.value, ErrorCode.UNAVAILABLE.value})
+# Error codes the registry marks retryable: a request that got one is sent again later.
+_RETRYABLE = frozenset(e["code"] for e in spec.load("errors.json")["errors"] if e["retryable"])
 _PRESENCE_PREFIX = "presence-"  # the ids of the presence queries made after each welcome
 _PRESENCE_QUERY_MAX = 100  # user_ids per presence_query (its schema's maxItems)
 _ABNORMAL = 1006  # trio-websocket's code for a connection that ended without a close frame

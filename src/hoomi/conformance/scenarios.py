@@ -115,7 +115,7 @@ async def app_ping(kit: Kit) -> None:
             f"gave up {wire.ended_at - unanswered.at:.2f} s after an unanswered ping; the "
             f"heartbeat interval is {interval} s",
         )
-    await kit.handshake(again)
+    await kit.handshake(again, {C1: 0})  # c1 was known (empty): resumed at 0, or left out
 
 
 # -- HOOMI-LIVE-3, HOOMI-RESUME-1 ----------------------------------------------------------------
@@ -328,7 +328,11 @@ async def send_errors(kit: Kit) -> None:
 
 async def send_retry(kit: Kit) -> None:
     wire = await _live(kit)
-    cases = (("r", "rate_limited", "HOOMI-LIMIT-2", 400), ("u", "unavailable", "HOOMI-ERR-3", 300))
+    cases = (
+        ("r", "rate_limited", "HOOMI-LIMIT-2", 400),
+        ("u", "unavailable", "HOOMI-ERR-3", 300),
+        ("i", "internal", "HOOMI-ERR-3", 200),  # retryable in errors.json: sends are idempotent
+    )
     for seq, (ref, code, requirement, delay_ms) in enumerate(cases, 1):
         kit.where = f"connection 1: a send refused with {code}, retry_after_ms {delay_ms}"
         await kit.send(ref, C1, f"retried after {code}")
@@ -350,7 +354,7 @@ async def send_retry(kit: Kit) -> None:
             )
         kit.ack(wire, again, seq)
         await kit.acked(ref, seq, requirement)
-    await kit.app_shows(C1, [1, 2], "HOOMI-LIMIT-2")
+    await kit.app_shows(C1, [1, 2, 3], "HOOMI-LIMIT-2")
 
 
 # -- HOOMI-WIRE-4 ----------------------------------------------------------------------------------
@@ -478,8 +482,8 @@ def scenarios() -> list[ScenarioSpec]:
         ),
         ScenarioSpec(
             name="send-retry",
-            title="rate_limited and unavailable: retried with the same client_msg_id, "
-            "no earlier than retry_after_ms",
+            title="rate_limited, unavailable and internal: retried with the same "
+            "client_msg_id, no earlier than retry_after_ms",
             requirements=("HOOMI-LIMIT-2", "HOOMI-ERR-3"),
             run=send_retry,
         ),
