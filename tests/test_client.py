@@ -7,12 +7,10 @@ the test needs and nothing else; the SIGKILL test runs `hoomi serve` as a proces
 
 from __future__ import annotations
 
-import os
+import contextlib
 import pathlib
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +24,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from harness import SECRET, mint, running_server
+from harness import SECRET, Running, mint, running_server, serve_process
 from hoomi.client import (
     Backoff,
     ClientClosed,
@@ -218,15 +216,11 @@ async def test_restart_resumes_and_resends_unacked_sends_once(tmp_path: pathlib.
     the same database and port takes the reconnect, the resume and the send."""
     port = _free_port()
 
-    async def serve(stop: trio.Event, *, task_status: trio.TaskStatus[Any]) -> None:
-        async with running_server(tmp_path, port=port) as hoomi:
-            task_status.started(hoomi)
-            await stop.wait()
-        stop.set()
+    settings: dict[str, Any] = {"port": port}
 
     async with trio.open_nursery() as servers:
         first_stop = trio.Event()
-        first = await servers.start(serve, first_stop)
+        first = await servers.start(_serve_until, tmp_path, first_stop, settings)
         dm = await first.server.create_conversation(kind="direct", members=["alice", "bob"])
         cid, url = dm.conversation_id, f"ws://127.0.0.1:{port}/"
         async with (
@@ -242,13 +236,27 @@ async def test_restart_resumes_and_resends_unacked_sends_once(tmp_path: pathlib.
                 sends.start_soon(alice.send, cid, "during")
                 await trio.sleep(0.3)  # the send waits while nothing listens
                 assert alice.state is not ClientState.LIVE
-                await servers.start(serve, trio.Event())
+                await servers.start(_serve_until, tmp_path, trio.Event(), settings)
             await alice.send(cid, "after")
             got = await _messages(bob, 3)
             assert [(g.seq, g.text) for g in got] == [(1, "before"), (2, "during"), (3, "after")]
             page = await bob.history(cid)
             assert [m.text for m in page.messages] == ["before", "during", "after"]
         servers.cancel_scope.cancel()
+
+
+async def _serve_until(
+    tmp_path: pathlib.Path,
+    stop: trio.Event,
+    settings: dict[str, Any],
+    *,
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    """An in-process server with `settings` until `stop` is set (then it drains, 1001);
+    started again on the same database and port, it is the same server restarted."""
+    async with running_server(tmp_path, **settings) as hoomi:
+        task_status.started(hoomi)
+        await stop.wait()
 
 
 def _free_port() -> int:
@@ -364,28 +372,6 @@ async def test_bad_frames_become_error_events_and_unknown_types_are_ignored(
 # -- the SDK against a server process killed with SIGKILL -------------------------------------
 
 
-def _serve_process(database: pathlib.Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HOOMI_JWT_SECRET": SECRET, "HOOMI_DATABASE": str(database)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hoomi.cli.main", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def _listening(port: int) -> None:
-    with trio.fail_after(20):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-            else:
-                await stream.aclose()
-                return
-
-
 @pytest.mark.timeout(120)
 async def test_sigkill_mid_conversation_loses_no_acked_message_and_stores_sends_once(
     tmp_path: pathlib.Path,
@@ -400,9 +386,9 @@ async def test_sigkill_mid_conversation_loses_no_acked_message_and_stores_sends_
     )
     await store.aclose()
     cid, port, total = dm.conversation_id, _free_port(), 120
-    processes = [_serve_process(database, port)]
-    try:
-        await _listening(port)
+    async with contextlib.AsyncExitStack() as servers:
+        first = await servers.enter_async_context(serve_process(database, "--port", str(port)))
+        killed = False
         url = f"ws://127.0.0.1:{port}/"
         acked: list[int] = []
         async with (
@@ -421,10 +407,12 @@ async def test_sigkill_mid_conversation_loses_no_acked_message_and_stores_sends_
                     async for event in bob.events():
                         if isinstance(event, ChatMessage):
                             got.append(event)
-                            if len(got) == total // 3 and len(processes) == 1:
-                                processes[0].send_signal(signal.SIGKILL)
-                                processes[0].wait()
-                                processes.append(_serve_process(database, port))
+                            if len(got) == total // 3 and not killed:
+                                first.process.send_signal(signal.SIGKILL)
+                                await first.wait()
+                                killed = True
+                                restarted = serve_process(database, "--port", str(port))
+                                await servers.enter_async_context(restarted)
                             if len(got) == total:
                                 break
             page = await bob.history(cid, after_seq=0, limit=100)
@@ -442,10 +430,6 @@ async def test_sigkill_mid_conversation_loses_no_acked_message_and_stores_sends_
         assert acked == list(range(1, total + 1))
         stored = [m.text for m in page.messages + rest.messages]
         assert stored == [f"m{n}" for n in range(total)]  # each send stored exactly once
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()
 
 
 async def test_a_resume_gap_is_paged_from_history_in_order(tmp_path: pathlib.Path) -> None:
@@ -536,17 +520,16 @@ async def test_many_unacked_sends_after_a_restart_are_paced_without_stalling_the
     reader keeps reading: the connection stays up and every send is acked once."""
     port = _free_port()
 
-    async def serve(stop: trio.Event, *, task_status: trio.TaskStatus[Any]) -> None:
-        async with running_server(
-            tmp_path, port=port, rate_per_s=20, rate_burst=2, heartbeat_interval_ms=500
-        ) as hoomi:
-            task_status.started(hoomi)
-            await stop.wait()
-        stop.set()
+    settings: dict[str, Any] = {
+        "port": port,
+        "rate_per_s": 20,
+        "rate_burst": 2,
+        "heartbeat_interval_ms": 500,
+    }
 
     async with trio.open_nursery() as servers:
         first_stop = trio.Event()
-        first = await servers.start(serve, first_stop)
+        first = await servers.start(_serve_until, tmp_path, first_stop, settings)
         dm = await first.server.create_conversation(kind="direct", members=["alice", "bob"])
         url = f"ws://127.0.0.1:{port}/"
         async with connect(url, token=mint("alice"), settings=FAST) as alice:
@@ -562,7 +545,7 @@ async def test_many_unacked_sends_after_a_restart_are_paced_without_stalling_the
                     for n in range(30):
                         sends.start_soon(one, n)
                     await trio.sleep(0.2)
-                    second = await servers.start(serve, trio.Event())
+                    second = await servers.start(_serve_until, tmp_path, trio.Event(), settings)
             assert sorted(acks) == list(range(1, 31))
             assert second.server.metrics.connections == 1  # one connection: never declared dead
         servers.cancel_scope.cancel()
