@@ -2,17 +2,18 @@
 
     connect() ─ client nursery ─┬─ _run: attempt → backoff → attempt …  (client-state-machine)
                                 │    └─ one nursery per connection ─┬─ trio-websocket's reader
+                                │       (_live: this task reads)    ├─ _writer (paced requests)
                                 │                                   ├─ _timers (connect, quiet,
                                 │                                   │   dead; real elapsed time)
                                 │                                   └─ token refreshes
-                                └─ delayed retries of rate-limited requests
+                                └─ delayed retries (retryable errors), room-again reports
 
 Every state change goes through `_fire`, which applies `spec/v1/client-state-machine.json`
 and runs the transition's actions by name (`_ACTIONS`). The message streams are the
-Sans-I/O `Streams`. Bounds: unanswered requests (`max_pending`), events waiting for the
-app (`event_buffer`; when the app does not read, reading the socket stops and the server
-eventually closes the slow consumer, which resumes without loss), held out-of-order
-messages (`hold_max`), frames (`max_message_bytes`), reconnect attempts (`backoff`).
+Sans-I/O `Streams`. The reader never waits for the app or for pacing (ADR 10). Bounds:
+unanswered requests (`max_pending`), events waiting for the app (`event_buffer`: a message
+the full inbox refuses is paged again later, see `inbox.py`), held out-of-order messages
+(`hold_max`), frames (`max_message_bytes`), reconnect attempts (`backoff`).
 """
 
 from __future__ import annotations
