@@ -759,6 +759,7 @@ async def test_append_soon_reports_after_fan_out_in_queue_order(store: SqliteSto
         assert any(seq in x for x in seen[: seen.index((i, seq))] if isinstance(x, list))
 
 
+@pytest.mark.expect_errors(write_callback_failed=RuntimeError)
 async def test_append_soon_failures_and_a_failing_callback_reach_only_their_own(
     store: SqliteStore,
 ) -> None:
@@ -857,6 +858,7 @@ async def test_a_write_cancelled_after_its_batch_took_it_still_commits(
         await store.aclose()
 
 
+@pytest.mark.expect_errors(on_commit_failed=RuntimeError)
 async def test_a_failing_on_commit_costs_no_write_its_reply(store: SqliteStore) -> None:
     g = await group(store, "alice")
 
