@@ -541,6 +541,7 @@ async def test_an_append_refused_by_a_constraint_changes_nothing_and_fails_alone
     assert stored[0] == first.message
 
 
+@pytest.mark.expect_errors(write_batch_failed=RuntimeError)
 async def test_a_bug_after_an_appends_insert_fails_its_whole_batch(
     windowed: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
