@@ -27,8 +27,8 @@ import orjson
 from hoomi.server import logs
 
 TRACEBACK = "Traceback (most recent call last)"
-_TEXT_ERROR = re.compile(r"(?:^| )level=(?:error|critical)(?: |$)")
-_TEXT_EVENT = re.compile(r"(?:^| )event=(\S+)")
+_LOG_LINE = re.compile(r'ts=\S+ level=|\{"ts":')  # hoomi.server.logs, text or JSON
+_TEXT_ERROR = re.compile(r"ts=\S+ level=(?:error|critical) event=(\S*)")
 _EXCEPTION = re.compile(r"([A-Za-z_][\w.]*)(?::|$)")
 
 
@@ -164,20 +164,24 @@ def errors_in(text: str, where: str) -> list[Logged]:
     while at < len(lines):
         line = lines[at]
         at += 1
-        record = _error_line(line)
-        if record is not None:
-            event, error = record
-            found.append(Logged(where, event, error))
+        if _LOG_LINE.match(line):
+            record = _error_line(line)
+            if record is not None:  # a log line is judged by its level alone
+                found.append(Logged(where, *record))
         elif TRACEBACK in line:
-            # Its exception is the first line back at the header's indentation that names
-            # one (a chained exception's traceback follows as a traceback of its own).
+            # Its exception is named on the first line back at the header's indentation
+            # (a chained exception's traceback follows as one of its own).
             column = len(line) - len(line.lstrip(" |+-"))
             error = ""
-            while at < len(lines) and not error:
-                named = _EXCEPTION.match(lines[at][column:])
+            while at < len(lines):
+                body = lines[at][column:]
+                if body and not body[0].isspace():
+                    named = _EXCEPTION.match(body)
+                    if named:
+                        error = named[1].rsplit(".", 1)[-1]
+                        at += 1
+                    break
                 at += 1
-                if named and not lines[at - 1][column:].startswith(("File ", TRACEBACK)):
-                    error = named[1].rsplit(".", 1)[-1]
             found.append(Logged(where, "traceback", error))
     return found
 
@@ -192,9 +196,9 @@ def _error_line(line: str) -> tuple[str, str] | None:
         if not isinstance(fields, dict) or fields.get("level") not in ("error", "critical"):
             return None
         return str(fields.get("event", "")), _raised(str(fields.get("error", "")))
-    if not _TEXT_ERROR.search(line):
+    event = _TEXT_ERROR.match(line)
+    if event is None:
         return None
-    event = _TEXT_EVENT.search(line)
     error = ""
     if " error=" in line:
         value = line.rsplit(" error=", 1)[1]
@@ -202,7 +206,7 @@ def _error_line(line: str) -> tuple[str, str] | None:
             error = orjson.loads(value) if value.startswith('"') else value
         except orjson.JSONDecodeError:
             error = value
-    return (event[1] if event else ""), _raised(str(error))
+    return event[1], _raised(str(error))
 
 
 def _raised(traceback: str) -> str:
