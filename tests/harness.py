@@ -20,6 +20,7 @@ import orjson
 import trio
 import trio_websocket
 
+import errorlog
 from hoomi.server.admin import serve_admin
 from hoomi.server.auth import TokenVerifier
 from hoomi.server.config import Settings
@@ -160,8 +161,10 @@ async def serve_process(
     """`hoomi serve --port 0 --admin-port 0 ARGS` as its own process, with the token secret
     `SECRET` and SQLite at `database` (more `HOOMI_*` settings in `env`), once it announced
     both ports. Its stderr goes to a file next to the database (a pipe nobody reads would
-    stall it). Killed on exit unless it has exited."""
+    stall it). Killed on exit unless it has exited. When the test ends, a traceback or a
+    `level=error` line in that log fails it unless declared (`expect_errors`)."""
     log = database.parent / f"serve-{next(_logs)}.log"
+    errorlog.watch(f"hoomi serve's log {log.name}", log)
     environment = {**os.environ, "HOOMI_JWT_SECRET": SECRET, "HOOMI_DATABASE": str(database)}
     command = [sys.executable, "-m", "hoomi.cli.main", "serve", "--port", "0"]
     with log.open("wb") as sink:

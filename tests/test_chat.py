@@ -14,9 +14,12 @@ import httpx
 import pytest
 import trio
 
+import errorlog
+
 
 class Process:
-    """A CLI process whose output is collected as it comes."""
+    """A CLI process whose output is collected as it comes (and checked for errors when the
+    test ends, like the harness's `serve_process` log)."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
@@ -35,6 +38,7 @@ class Process:
             env=env,
         )
         started = cls(process)
+        errorlog.watch(f"the output of hoomi {' '.join(args)}", lambda: started.output)
         nursery.start_soon(started._collect)
         return started
 

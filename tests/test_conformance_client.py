@@ -18,6 +18,7 @@ import trio
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
+import errorlog
 from hoomi.cli import conformance as cli
 from hoomi.conformance import Outcome
 from hoomi.conformance import Result as ScenarioResult
@@ -85,6 +86,16 @@ async def test_the_sdk_adapter_passes_every_scenario_through_the_cli(
         await command(self, sent, requirement)
 
     monkeypatch.setattr(AdapterProcess, "command", checked)
+    stop = AdapterProcess.stop
+
+    async def checked_stop(self: AdapterProcess) -> None:
+        await stop(self)
+        # The SDK's own stderr, read before the kit removes it: a traceback there fails
+        # the test even when the scenario passed (errorlog).
+        text = self._stderr_path.read_text("utf-8", "replace")
+        errorlog.watch(f"the SDK adapter's stderr ({' '.join(self.argv)})", lambda: text)
+
+    monkeypatch.setattr(AdapterProcess, "stop", checked_stop)
     junit = tmp_path / "junit.xml"
     started = trio.current_time()
     run = await conformance("client", "--json", "--junit", str(junit), "--", *SDK_ADAPTER)

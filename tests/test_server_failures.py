@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+import pytest
+
 from harness import mint, running_server
 from hoomi.server.store import MemberView
 
@@ -13,6 +15,7 @@ class Boom(RuntimeError):
     pass
 
 
+@pytest.mark.expect_errors(request_failed=Boom)
 async def test_a_failing_request_gets_internal_and_the_connection_stays(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -29,6 +32,7 @@ async def test_a_failing_request_gets_internal_and_the_connection_stays(
         assert (await alice.request("ping"))["type"] == "pong"
 
 
+@pytest.mark.expect_errors(session_failed=Boom)
 async def test_a_failing_connection_closes_with_1011_and_others_go_on(
     tmp_path: pathlib.Path,
 ) -> None:

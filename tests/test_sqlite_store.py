@@ -541,6 +541,7 @@ async def test_an_append_refused_by_a_constraint_changes_nothing_and_fails_alone
     assert stored[0] == first.message
 
 
+@pytest.mark.expect_errors(write_batch_failed=RuntimeError)
 async def test_a_bug_after_an_appends_insert_fails_its_whole_batch(
     windowed: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -759,6 +760,7 @@ async def test_append_soon_reports_after_fan_out_in_queue_order(store: SqliteSto
         assert any(seq in x for x in seen[: seen.index((i, seq))] if isinstance(x, list))
 
 
+@pytest.mark.expect_errors(write_callback_failed=RuntimeError)
 async def test_append_soon_failures_and_a_failing_callback_reach_only_their_own(
     store: SqliteStore,
 ) -> None:
@@ -857,6 +859,7 @@ async def test_a_write_cancelled_after_its_batch_took_it_still_commits(
         await store.aclose()
 
 
+@pytest.mark.expect_errors(on_commit_failed=RuntimeError)
 async def test_a_failing_on_commit_costs_no_write_its_reply(store: SqliteStore) -> None:
     g = await group(store, "alice")
 

@@ -519,6 +519,9 @@ class SqliteStore:
             try:
                 committed = self._batch_sync(batch)
             except BaseException as exc:  # a bug: fail this batch, keep the writer alive
+                # Its callers see only StoreUnavailable (logged at info): the bug is logged
+                # here, on the writer thread, or nobody would hear of it.
+                logs.failure("write_batch_failed", writes=len(batch))
                 committed = False
                 for write in batch:
                     write.result = outcome.Error(StoreUnavailable(f"the write failed: {exc!r}"))
