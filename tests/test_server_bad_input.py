@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import orjson
 import pytest
+import trio
 
 from harness import WRONG_SECRET, Client, RawClient, Running, mint, running_server
 
@@ -258,13 +259,17 @@ async def test_a_client_that_vanishes_goes_offline(tmp_path: pathlib.Path) -> No
 
 
 async def test_a_silent_peer_is_closed_after_three_heartbeats(tmp_path: pathlib.Path) -> None:
-    async with scene(tmp_path, heartbeat_interval_ms=100) as (hoomi, _):
+    async with scene(tmp_path, heartbeat_interval_ms=200) as (hoomi, _):
         silent = await RawClient.open(hoomi.server.ports[0])
+        started = trio.current_time()
         await silent.send_frame(
             0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
         )
-        # The raw client answers no ping: the server gives up after three intervals.
+        # The raw client answers no ping: the server gives up after three intervals (0.6 s
+        # after the hello, one scheduler tick late at most); the bound leaves a loaded
+        # machine more than a second, and is below ten intervals.
         assert await silent.close_code() == 4008
+        assert 0.6 <= trio.current_time() - started < 1.8
         await silent.aclose()
         await bystanders_still_chat(hoomi)
 
@@ -273,4 +278,24 @@ async def test_no_hello_in_time_closes_with_hello_timeout(tmp_path: pathlib.Path
     async with scene(tmp_path, hello_timeout_ms=200) as (hoomi, _):
         client = await hoomi.connect()
         assert await client.closed() == 4000
+        await bystanders_still_chat(hoomi)
+
+
+async def test_before_welcome_a_frame_over_16_kb_closes_with_too_big(
+    tmp_path: pathlib.Path,
+) -> None:
+    # HOOMI-WIRE-5: until welcome a frame holds no more than a hello, 16384 bytes, whatever
+    # max_frame_bytes allows after it (the default, 65536, here).
+    async with scene(tmp_path) as (hoomi, _):
+        assert hoomi.server.settings.max_frame_bytes > 16384
+        at_limit = await RawClient.open(hoomi.server.ports[0])
+        hello = orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
+        await at_limit.send_frame(0x1, hello + b" " * (16384 - len(hello)))  # JSON allows it
+        opcode, payload = await at_limit.next_frame()
+        assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+        await at_limit.aclose()
+        over = await RawClient.open(hoomi.server.ports[0])
+        await over.send_frame(0x1, hello + b" " * (16385 - len(hello)))
+        assert await over.close_code() == 1009
+        await over.aclose()
         await bystanders_still_chat(hoomi)
