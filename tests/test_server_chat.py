@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import trio
+
 from harness import Client, running_server
 
 
@@ -198,3 +200,31 @@ async def test_a_removed_member_hears_conversation_left_and_nothing_after(
         await bob.silent(0.3)
         refused = await bob.request("history", conversation_id=cid)
         assert (refused["type"], refused["code"]) == ("error", "forbidden")
+
+
+async def test_a_member_removed_in_the_batch_of_a_message_does_not_get_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    # One commit holds bob's removal, then a message: the message is published before
+    # `remove_member` resumes, and must not reach bob all the same (HOOMI-CONV-3).
+    async with running_server(tmp_path) as hoomi:
+        server = hoomi.server
+        other = await server.create_conversation(kind="group", members=["alice", "bob"])
+        group = await server.create_conversation(kind="group", members=["alice", "bob"])
+        cid = group.conversation_id
+        bob = await hoomi.connect("bob")
+        commits = hoomi.store.commits
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.post, other.conversation_id, "before")
+            await trio.lowlevel.checkpoint()
+            nursery.start_soon(server.remove_member, cid, "bob")
+            await trio.lowlevel.checkpoint()
+            nursery.start_soon(server.post, cid, "after bob left")
+        assert hoomi.store.commits == commits + 1, "the three writes share one commit"
+        got = await bob.expect("message")
+        assert (got["message"]["conversation_id"], got["message"]["text"]) == (
+            other.conversation_id,
+            "before",
+        )
+        assert await bob.recv() == {"type": "conversation_left", "conversation_id": cid}
+        await bob.silent(0.3)
