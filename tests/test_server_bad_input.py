@@ -299,3 +299,41 @@ async def test_before_welcome_a_frame_over_16_kb_closes_with_too_big(
         assert await over.close_code() == 1009
         await over.aclose()
         await bystanders_still_chat(hoomi)
+
+
+async def test_garbage_counts_against_the_rate_limit(tmp_path: pathlib.Path) -> None:
+    # Frames that do not decode cost a token too: a flood of garbage ends like any flood.
+    async with scene(tmp_path, rate_per_s=1, rate_burst=3) as (hoomi, _):
+        alice = await hoomi.connect("alice")
+        for _ in range(6):
+            await alice.send("not json")
+        codes = [(await alice.expect("error"))["code"] for _ in range(6)]
+        assert codes == ["bad_request"] * 3 + ["rate_limited"] * 3
+        await alice.send("not json")
+        assert await alice.closed() == 4006
+        await bystanders_still_chat(hoomi)
+
+
+async def test_a_peer_that_never_answers_the_close_is_cut_off_after_close_timeout(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with scene(tmp_path, close_timeout_ms=300) as (hoomi, _):
+        raw = await RawClient.open(hoomi.server.ports[0])
+        await raw.send_frame(
+            0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
+        )
+        opcode, payload = await raw.next_frame()
+        assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+        [session] = hoomi.server.by_user["alice"]
+        started = trio.current_time()
+        assert hoomi.server.kick(session.id)
+        assert await raw.close_code() == 4004
+        # The raw client never answers the close: the server ends the TCP connection once
+        # close_timeout_ms has passed (with seconds of margin for a loaded machine).
+        with trio.fail_after(5):
+            while await raw.stream.receive_some(4096):
+                pass
+        assert trio.current_time() - started >= 0.3
+        assert "alice" not in hoomi.server.by_user
+        await raw.aclose()
+        await bystanders_still_chat(hoomi)
