@@ -54,3 +54,8 @@ bench *args:
 fmt:
     {{bin}}/ruff check --fix .
     {{bin}}/ruff format .
+
+# Planted bugs (tests/mutants/*.patch), each applied to a scratch copy of the repo: prints
+# whether the tests it names catch it; exits 1 if any survives or no longer applies.
+mutants *args:
+    {{bin}}/python tools/mutants.py {{args}}

@@ -232,11 +232,13 @@ async def test_restart_resumes_and_resends_unacked_sends_once(tmp_path: pathlib.
             going = (await _until(alice, _state(ClientState.BACKOFF)))[-1]
             assert isinstance(going, StateChanged)
             assert going.close_code == 1001  # going away: a reconnect code
-            async with trio.open_nursery() as sends:
-                sends.start_soon(alice.send, cid, "during")
-                await trio.sleep(0.3)  # the send waits while nothing listens
-                assert alice.state is not ClientState.LIVE
-                await servers.start(_serve_until, tmp_path, trio.Event(), settings)
+            # Bounded: a send that is never sent again would wait for ever.
+            with trio.fail_after(15):
+                async with trio.open_nursery() as sends:
+                    sends.start_soon(alice.send, cid, "during")
+                    await trio.sleep(0.3)  # the send waits while nothing listens
+                    assert alice.state is not ClientState.LIVE
+                    await servers.start(_serve_until, tmp_path, trio.Event(), settings)
             await alice.send(cid, "after")
             got = await _messages(bob, 3)
             assert [(g.seq, g.text) for g in got] == [(1, "before"), (2, "during"), (3, "after")]

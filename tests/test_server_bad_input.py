@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import orjson
 import pytest
+import trio
 
 from harness import WRONG_SECRET, Client, RawClient, Running, mint, running_server
 
@@ -258,13 +259,17 @@ async def test_a_client_that_vanishes_goes_offline(tmp_path: pathlib.Path) -> No
 
 
 async def test_a_silent_peer_is_closed_after_three_heartbeats(tmp_path: pathlib.Path) -> None:
-    async with scene(tmp_path, heartbeat_interval_ms=100) as (hoomi, _):
+    async with scene(tmp_path, heartbeat_interval_ms=200) as (hoomi, _):
         silent = await RawClient.open(hoomi.server.ports[0])
+        started = trio.current_time()
         await silent.send_frame(
             0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
         )
-        # The raw client answers no ping: the server gives up after three intervals.
+        # The raw client answers no ping: the server gives up after three intervals (0.6 s
+        # after the hello, one scheduler tick late at most); the bound leaves a loaded
+        # machine more than a second, and is below ten intervals.
         assert await silent.close_code() == 4008
+        assert 0.6 <= trio.current_time() - started < 1.8
         await silent.aclose()
         await bystanders_still_chat(hoomi)
 
@@ -273,4 +278,62 @@ async def test_no_hello_in_time_closes_with_hello_timeout(tmp_path: pathlib.Path
     async with scene(tmp_path, hello_timeout_ms=200) as (hoomi, _):
         client = await hoomi.connect()
         assert await client.closed() == 4000
+        await bystanders_still_chat(hoomi)
+
+
+async def test_before_welcome_a_frame_over_16_kb_closes_with_too_big(
+    tmp_path: pathlib.Path,
+) -> None:
+    # HOOMI-WIRE-5: until welcome a frame holds no more than a hello, 16384 bytes, whatever
+    # max_frame_bytes allows after it (the default, 65536, here).
+    async with scene(tmp_path) as (hoomi, _):
+        assert hoomi.server.settings.max_frame_bytes > 16384
+        at_limit = await RawClient.open(hoomi.server.ports[0])
+        hello = orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
+        await at_limit.send_frame(0x1, hello + b" " * (16384 - len(hello)))  # JSON allows it
+        opcode, payload = await at_limit.next_frame()
+        assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+        await at_limit.aclose()
+        over = await RawClient.open(hoomi.server.ports[0])
+        await over.send_frame(0x1, hello + b" " * (16385 - len(hello)))
+        assert await over.close_code() == 1009
+        await over.aclose()
+        await bystanders_still_chat(hoomi)
+
+
+async def test_garbage_counts_against_the_rate_limit(tmp_path: pathlib.Path) -> None:
+    # Frames that do not decode cost a token too: a flood of garbage ends like any flood.
+    async with scene(tmp_path, rate_per_s=1, rate_burst=3) as (hoomi, _):
+        alice = await hoomi.connect("alice")
+        for _ in range(6):
+            await alice.send("not json")
+        codes = [(await alice.expect("error"))["code"] for _ in range(6)]
+        assert codes == ["bad_request"] * 3 + ["rate_limited"] * 3
+        await alice.send("not json")
+        assert await alice.closed() == 4006
+        await bystanders_still_chat(hoomi)
+
+
+async def test_a_peer_that_never_answers_the_close_is_cut_off_after_close_timeout(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with scene(tmp_path, close_timeout_ms=300) as (hoomi, _):
+        raw = await RawClient.open(hoomi.server.ports[0])
+        await raw.send_frame(
+            0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
+        )
+        opcode, payload = await raw.next_frame()
+        assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+        [session] = hoomi.server.by_user["alice"]
+        started = trio.current_time()
+        assert hoomi.server.kick(session.id)
+        assert await raw.close_code() == 4004
+        # The raw client never answers the close: the server ends the TCP connection once
+        # close_timeout_ms has passed (with seconds of margin for a loaded machine).
+        with trio.fail_after(5):
+            while await raw.stream.receive_some(4096):
+                pass
+        assert trio.current_time() - started >= 0.3
+        assert "alice" not in hoomi.server.by_user
+        await raw.aclose()
         await bystanders_still_chat(hoomi)

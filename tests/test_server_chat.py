@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import trio
+
 from harness import Client, running_server
+
+
+@contextmanager
+def hoomi_errors() -> Iterator[list[logging.LogRecord]]:
+    """The records `hoomi` logs at ERROR or above meanwhile (a failure it caught and went
+    on from: `logs.failure`), whatever the logging configuration does with them."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect(logging.ERROR)
+    logger = logging.getLogger("hoomi")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 async def test_two_clients_authenticate_chat_and_see_each_other(tmp_path: pathlib.Path) -> None:
@@ -134,3 +158,73 @@ async def _sends(client: Client, cid: str, count: int) -> None:
                 "text": f"m{i}",
             }
         )
+
+
+async def test_a_chat_fails_nowhere_silently_and_counts_what_it_stored(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The store catches what `on_commit` raises (the rest of the batch must go out): only
+    # the log and the counters show such a bug, so both are checked here.
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+        cid = dm.conversation_id
+        alice = await hoomi.connect("alice")
+        bob = await hoomi.connect("bob")
+        with hoomi_errors() as errors:
+            for n in range(3):
+                ack = await alice.request(
+                    "send", conversation_id=cid, client_msg_id=f"k{n}", text=f"m{n}"
+                )
+                assert (ack["type"], ack["seq"]) == ("ack", n + 1)
+                got = await bob.expect("message")
+                assert got["message"]["seq"] == n + 1
+        assert [record.getMessage() for record in errors] == []
+        metrics = hoomi.server.metrics
+        assert (metrics.messages_stored, metrics.deliveries) == (3, 6)  # each to both members
+
+
+async def test_a_removed_member_hears_conversation_left_and_nothing_after(
+    tmp_path: pathlib.Path,
+) -> None:
+    # HOOMI-CONV-3, with bob connected all along.
+    async with running_server(tmp_path) as hoomi:
+        group = await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
+        cid = group.conversation_id
+        alice = await hoomi.connect("alice")
+        bob = await hoomi.connect("bob")
+        await alice.expect("presence")
+        await hoomi.server.remove_member(cid, "bob")
+        assert await bob.recv() == {"type": "conversation_left", "conversation_id": cid}
+        ack = await alice.request("send", conversation_id=cid, client_msg_id="k", text="bob left")
+        assert ack["type"] == "ack"
+        await bob.silent(0.3)
+        refused = await bob.request("history", conversation_id=cid)
+        assert (refused["type"], refused["code"]) == ("error", "forbidden")
+
+
+async def test_a_member_removed_in_the_batch_of_a_message_does_not_get_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    # One commit holds bob's removal, then a message: the message is published before
+    # `remove_member` resumes, and must not reach bob all the same (HOOMI-CONV-3).
+    async with running_server(tmp_path) as hoomi:
+        server = hoomi.server
+        other = await server.create_conversation(kind="group", members=["alice", "bob"])
+        group = await server.create_conversation(kind="group", members=["alice", "bob"])
+        cid = group.conversation_id
+        bob = await hoomi.connect("bob")
+        commits = hoomi.store.commits
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.post, other.conversation_id, "before")
+            await trio.lowlevel.checkpoint()
+            nursery.start_soon(server.remove_member, cid, "bob")
+            await trio.lowlevel.checkpoint()
+            nursery.start_soon(server.post, cid, "after bob left")
+        assert hoomi.store.commits == commits + 1, "the three writes share one commit"
+        got = await bob.expect("message")
+        assert (got["message"]["conversation_id"], got["message"]["text"]) == (
+            other.conversation_id,
+            "before",
+        )
+        assert await bob.recv() == {"type": "conversation_left", "conversation_id": cid}
+        await bob.silent(0.3)

@@ -5,12 +5,15 @@ but upgraded after it is closed with going_away (1001) like every session."""
 from __future__ import annotations
 
 import pathlib
+import socket
 
+import orjson
 import pytest
 import trio
 import trio.testing
 
-from harness import RawClient, running_server, upgrade_request
+from harness import RawClient, mint, running_server, upgrade_request
+from hoomi.server import transport
 
 
 async def assert_refused(port: int) -> None:
@@ -52,3 +55,45 @@ async def test_a_connection_accepted_before_a_drain_is_upgraded_then_closed_with
             head, late.buffer = late.buffer.split(b"\r\n\r\n", 1)
             assert head.startswith(b"HTTP/1.1 101"), head
             assert await late.close_code() == 1001
+
+
+async def test_a_drain_delivers_what_is_queued_then_closes_with_1001(
+    tmp_path: pathlib.Path,
+) -> None:
+    # HOOMI-CLOSE-2 promises the close comes "after delivering what is queued": bob reads
+    # nothing until his frames wait in the server's outbox (his receive buffer is tiny, so
+    # the kernel holds little), then the drain starts, then he reads them all, in order.
+    async with running_server(tmp_path) as hoomi:
+        server = hoomi.server
+        group = await server.create_conversation(kind="group", members=["bob"])
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", server.ports[0]))
+        bob = RawClient(trio.SocketStream(sock))
+        async with bob.stream:
+            await bob.stream.send_all(upgrade_request())
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in bob.buffer:
+                    bob.buffer += await bob.stream.receive_some(4096)
+            head, bob.buffer = bob.buffer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            await bob.send_frame(
+                0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("bob")})
+            )
+            opcode, payload = await bob.next_frame()
+            assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+            [session] = server.by_user["bob"]
+            # More than the writer sends in one go (`_WRITE_BATCH`), so that frames wait
+            # behind the write in progress, not only in it.
+            text = "x" * 4000
+            posted = 0
+            while session.ws.queued * len(text) <= 2 * transport._WRITE_BATCH:
+                await server.post(group.conversation_id, text)
+                posted += 1
+                assert posted < 1000, "the outbox never filled"
+            server.drain()
+            seqs = []
+            while (frame := await bob.next_frame())[0] == 0x1:
+                seqs.append(orjson.loads(frame[1])["message"]["seq"])
+            assert seqs == list(range(1, posted + 1))
+            assert frame == (0x8, (1001).to_bytes(2, "big") + b"server is draining")

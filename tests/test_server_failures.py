@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import sqlite3
 from typing import Any
 
 import pytest
@@ -98,3 +99,41 @@ async def test_a_send_refused_by_storage_gets_its_error_after_the_commit(
         assert (refused["id"], refused["code"]) == ("refused", "forbidden")
         kept = await alice.expect("ack", skip=("message",))
         assert (kept["id"], kept["seq"]) == ("kept", 1)
+
+
+class CommitFails:
+    """The store's writer connection, but every COMMIT fails as a full disk would."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+async def test_a_failed_commit_delivers_nothing_and_acks_nothing(tmp_path: pathlib.Path) -> None:
+    # Durable before delivered: a message whose COMMIT failed reaches no one, its sender
+    # gets `unavailable`, and it never existed (the next one takes its seq).
+    async with running_server(tmp_path) as hoomi:
+        dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+        cid = dm.conversation_id
+        alice = await hoomi.connect("alice")
+        bob = await hoomi.connect("bob")
+        await alice.expect("presence")
+        writer = hoomi.store._writer
+        assert writer is not None
+        hoomi.store._writer = CommitFails(writer)  # type: ignore[assignment]
+        refused = await alice.request("send", conversation_id=cid, client_msg_id="a", text="lost")
+        assert (refused["type"], refused["code"]) == ("error", "unavailable")
+        await bob.silent(0.3)
+        await alice.silent(0.1)
+        hoomi.store._writer = writer
+        ack = await alice.request("send", conversation_id=cid, client_msg_id="b", text="kept")
+        assert (ack["type"], ack["seq"]) == ("ack", 1)
+        got = await bob.expect("message")
+        assert (got["message"]["seq"], got["message"]["text"]) == (1, "kept")

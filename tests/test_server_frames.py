@@ -153,3 +153,13 @@ async def test_a_burst_larger_than_one_read_is_answered_in_full_and_in_order(
             await raw.stream.send_all(bytes(burst))
         assert ids == [f"p{i}" for i in range(count)]
         await raw.aclose()
+
+
+async def test_a_close_without_a_code_is_answered_without_one(tmp_path: pathlib.Path) -> None:
+    # An empty close means "no status" (1005 to the application), and 1005 must never be
+    # put on the wire (RFC 6455 7.4.1): the answer is an empty close too.
+    async with running_server(tmp_path) as hoomi:
+        raw = await _ready(hoomi.server.ports[0])
+        await raw.send_frame(0x8, b"")
+        assert await raw.next_frame() == (0x8, b"")
+        await raw.aclose()

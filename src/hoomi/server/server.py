@@ -76,6 +76,7 @@ class Server:
         # and a commit of several writes reported corked, one write per connection.
         self.cork = Cork()
         store.on_commit = self.on_commit
+        store.on_removed = self.on_removed
         store.reporting = self.cork
         self.verifier = verifier
         self.wall = wall_clock
@@ -444,6 +445,14 @@ class Server:
         self.metrics.messages_stored += len(messages)
         self.metrics.deliveries += deliveries
         self.metrics.fanout_seconds.observe(time.perf_counter() - started)
+
+    def on_removed(self, conversation_id: str, user_id: str) -> None:
+        """The store's hook for a committed removal, before the messages committed after it
+        are published: the member's sessions stop receiving the conversation at once.
+        `remove_member` tells them (conversation_left) when its caller resumes."""
+        for session in self._ready_sessions(user_id):
+            if conversation_id in session.last_seq:
+                self.fanout.unsubscribe(conversation_id, session)
 
     def latest_published(self, conversation_id: str) -> int:
         """The newest seq fan-out published lately in a conversation (0 if none lately)."""

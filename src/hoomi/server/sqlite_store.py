@@ -245,6 +245,15 @@ def _appending(
     return insert
 
 
+@attrs.frozen
+class _Removed:
+    """What a removal's write returns in the writer thread: `_published` reports it in its
+    place in the batch (`on_removed`) before the messages committed after it."""
+
+    info: ConversationInfo
+    user_id: str
+
+
 class _State(enum.Enum):
     QUEUED = enum.auto()
     TAKEN = enum.auto()  # in a batch: it will be committed or failed, no longer withdrawable
@@ -319,6 +328,7 @@ class SqliteStore:
         self.commits = 0
         self.writes = 0
         self.on_commit: Callable[[list[ChatMessage]], None] | None = None
+        self.on_removed: Callable[[str, str], None] | None = None
         self.reporting: AbstractContextManager[None] = nullcontext()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -553,13 +563,25 @@ class SqliteStore:
     def _published(self, batch: list[_Write[Any]]) -> None:
         self.commits += 1
         self.writes += len(batch)
-        stored = [
-            w.result.value.message
-            for w in batch
-            if isinstance(w.result, outcome.Value)
-            and isinstance(w.result.value, Appended)
-            and not w.result.value.duplicate
-        ]
+        stored: list[ChatMessage] = []
+        for write in batch:
+            if not isinstance(write.result, outcome.Value):
+                continue
+            value = write.result.value
+            if isinstance(value, Appended) and not value.duplicate:
+                stored.append(value.message)
+            elif isinstance(value, _Removed) and self.on_removed is not None:
+                # A message committed after a removal in the same batch must not reach the
+                # removed member: what came before goes out first, then the removal.
+                self._fan_out(stored)
+                stored = []
+                try:
+                    self.on_removed(value.info.conversation_id, value.user_id)
+                except Exception:
+                    logs.failure("on_removed_failed")
+        self._fan_out(stored)
+
+    def _fan_out(self, stored: list[ChatMessage]) -> None:
         if stored and self.on_commit is not None:
             # In commit order, so per conversation in seq order, before any ack.
             try:
@@ -711,7 +733,7 @@ class SqliteStore:
         """Remove a member and its read marker (no-op if not one). `InvalidConversation` for
         a direct conversation (it must keep exactly two members, HOOMI-CONV-1)."""
 
-        def remove(conn: sqlite3.Connection) -> ConversationInfo:
+        def remove(conn: sqlite3.Connection) -> _Removed:
             kind, _, read_seq = _membership(conn, conversation_id, user_id)
             if read_seq is not None:
                 if kind == "direct":
@@ -720,9 +742,9 @@ class SqliteStore:
                     "DELETE FROM members WHERE conversation_id = ? AND user_id = ?",
                     (conversation_id, user_id),
                 )
-            return _info(conn, conversation_id)
+            return _Removed(_info(conn, conversation_id), user_id)
 
-        return await self._write(remove)
+        return (await self._write(remove)).info
 
     async def conversation(self, conversation_id: str) -> ConversationInfo:
         """One conversation; `ConversationNotFound` if none."""

@@ -92,6 +92,12 @@ class Store(Protocol):
     per conversation and before any `append` caller resumes: fan-out hangs here so that
     delivery order is commit order. Must not raise or block."""
 
+    on_removed: Callable[[str, str], None] | None
+    """Called with (conversation id, user id) for each committed member removal, in its
+    place among the commit's `on_commit` calls: messages committed after it in the same
+    commit are reported after it (and must not reach the removed member). Must not raise
+    or block."""
+
     reporting: AbstractContextManager[None]
     """A commit of several writes runs its `on_commit` and its writes' callbacks inside
     ``with reporting:`` (the server's `Cork`: the batch's frames go out in one write per
