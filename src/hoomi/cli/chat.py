@@ -33,7 +33,7 @@ from hoomi.client import (
 )
 from hoomi.client.client import Client
 from hoomi.protocol import messages as m
-from hoomi.server.config import _default_database
+from hoomi.server.config import default_database
 
 console = Console(highlight=False)
 
@@ -42,7 +42,7 @@ DEV_FILE = "dev.json"
 
 def dev_file(database: str | None = None) -> pathlib.Path:
     """Where `hoomi serve --dev` leaves its URLs and admin token: beside its database."""
-    return pathlib.Path(database or _default_database()).parent / DEV_FILE
+    return pathlib.Path(database or default_database()).parent / DEV_FILE
 
 
 class ChatError(Exception):

@@ -21,7 +21,8 @@ class ConfigError(ValueError):
     """A setting is missing or out of range; the message says which and what to do."""
 
 
-def _default_database() -> str:
+def default_database() -> str:
+    """`~/.local/share/hoomi/hoomi.db`, or the same below `$XDG_DATA_HOME`."""
     base = os.environ.get("XDG_DATA_HOME") or str(pathlib.Path.home() / ".local" / "share")
     return str(pathlib.Path(base) / "hoomi" / "hoomi.db")
 
@@ -36,7 +37,7 @@ class Settings:
     port: int = attrs.field(default=8765, metadata=_help("WebSocket port (0 picks a free one)."))
     path: str = attrs.field(default="/", metadata=_help("WebSocket path."))
     database: str = attrs.field(
-        factory=_default_database, metadata=_help("SQLite database file (created if missing).")
+        factory=default_database, metadata=_help("SQLite database file (created if missing).")
     )
     sqlite_synchronous: Literal["full", "normal"] = attrs.field(
         default="full",
