@@ -25,11 +25,13 @@ lint:
 # Lint, check that generated docs are fresh, run the whole test suite.
 test *args: lint
     {{bin}}/python tools/gendocs.py --check
+    {{bin}}/python tools/tracegen.py --check
     {{bin}}/python -m pytest {{args}}
 
-# Regenerate docs/protocol.md and docs/state-machine.mmd from spec/.
+# Regenerate docs/protocol.md and docs/state-machine.mmd from spec/, and docs/traceability.md.
 docs:
     {{bin}}/python tools/gendocs.py
+    {{bin}}/python tools/tracegen.py
 
 # Install what the benchmarks need beyond dev: the Python peers, uvloop, matplotlib, py-spy,
 # and the Node peers (ws, socket.io) from bench/peers/node/package-lock.json.

@@ -1,9 +1,11 @@
-"""Shared test fixtures: where the spec lives, a count of the system's writev calls, and
-the net under every test: it fails on an error the code logged that the test did not
-declare (see errorlog.py)."""
+"""Shared test fixtures: where the spec lives, a count of the system's writev calls, the
+net under every test: it fails on an error the code logged that the test did not declare
+(see errorlog.py), and the check that ``@pytest.mark.requirement`` names real ids."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import pathlib
 from collections.abc import Iterator
@@ -14,6 +16,28 @@ import errorlog
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SPEC = REPO / "spec" / "v1"
+
+
+@functools.cache
+def requirement_ids() -> frozenset[str]:
+    """Every id of spec/v1/requirements.json (read once, when a marker needs it)."""
+    data = json.loads((SPEC / "requirements.json").read_text(encoding="utf-8"))
+    return frozenset(r["id"] for section in data["sections"] for r in section["requirements"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse the run when a ``requirement`` marker names no id, an id that is not in
+    requirements.json, or anything but positional strings (tools/tracegen.py reads them)."""
+    problems = []
+    for item in items:
+        for marker in item.iter_markers("requirement"):
+            ids = marker.args
+            if not ids or marker.kwargs or not all(isinstance(i, str) for i in ids):
+                problems.append(f"{item.nodeid}: requirement marker needs id strings only")
+            elif unknown := sorted(set(ids) - requirement_ids()):
+                problems.append(f"{item.nodeid}: unknown requirement ids {unknown}")
+    if problems:
+        raise pytest.UsageError("\n".join(sorted(set(problems))))
 
 
 @pytest.fixture

@@ -81,6 +81,7 @@ def _state(state: ClientState) -> Callable[[Event], bool]:
     return lambda e: isinstance(e, StateChanged) and e.state is state
 
 
+@pytest.mark.requirement("HOOMI-DELIVER-1", "HOOMI-HISTORY-1", "HOOMI-READ-2")
 async def test_send_is_acked_and_each_member_sees_the_message_once(tmp_path: pathlib.Path) -> None:
     async with running_server(tmp_path) as hoomi:
         dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
@@ -168,6 +169,7 @@ async def test_an_app_may_await_sends_inside_its_event_loop(tmp_path: pathlib.Pa
             assert [m.text for m in page.messages] == [f"answer to question {n}" for n in range(20)]
 
 
+@pytest.mark.requirement("HOOMI-LIVE-3", "HOOMI-CLOSE-3")
 async def test_a_terminal_close_ends_the_client_without_a_reconnect(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -188,6 +190,7 @@ async def test_a_terminal_close_ends_the_client_without_a_reconnect(
             assert [e async for e in alice.events()] == []  # the stream has ended
 
 
+@pytest.mark.requirement("HOOMI-HELLO-2")
 async def test_a_refused_token_fails_connect_with_its_close_code(tmp_path: pathlib.Path) -> None:
     async with running_server(tmp_path) as hoomi:
         with pytest.raises(ClientClosed) as refused:
@@ -211,6 +214,7 @@ async def test_connect_gives_up_after_max_attempts_on_a_dead_address(
     assert trio.current_time() - started <= 0.5 + 1 + 2  # three jittered waits at most
 
 
+@pytest.mark.requirement("HOOMI-CLIENT-3")
 async def test_restart_resumes_and_resends_unacked_sends_once(tmp_path: pathlib.Path) -> None:
     """The server stops (1001, reconnect); a send made while it is down waits; a new server on
     the same database and port takes the reconnect, the resume and the send."""
@@ -330,6 +334,7 @@ async def scripted(script: Script) -> AsyncIterator[tuple[str, list[list[dict[st
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.requirement("HOOMI-LIVE-2", "HOOMI-CLIENT-1")
 async def test_quiet_line_gets_an_app_ping_and_a_dead_one_a_reconnect(
     clock: trio.testing.MockClock,
 ) -> None:
@@ -354,6 +359,7 @@ async def test_quiet_line_gets_an_app_ping_and_a_dead_one_a_reconnect(
     assert frames[1][0]["type"] == "hello"  # reconnected, hello first
 
 
+@pytest.mark.requirement("HOOMI-WIRE-4")
 async def test_bad_frames_become_error_events_and_unknown_types_are_ignored(
     clock: trio.testing.MockClock,
 ) -> None:
@@ -434,6 +440,7 @@ async def test_sigkill_mid_conversation_loses_no_acked_message_and_stores_sends_
         assert stored == [f"m{n}" for n in range(total)]  # each send stored exactly once
 
 
+@pytest.mark.requirement("HOOMI-RESUME-3", "HOOMI-CLIENT-2")
 async def test_a_resume_gap_is_paged_from_history_in_order(tmp_path: pathlib.Path) -> None:
     async with running_server(tmp_path, replay_max=3, history_page_max=4) as hoomi:
         dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
@@ -449,6 +456,7 @@ async def test_a_resume_gap_is_paged_from_history_in_order(tmp_path: pathlib.Pat
         ]
 
 
+@pytest.mark.requirement("HOOMI-TOKEN-2", "HOOMI-CLIENT-4")
 async def test_token_refresh_in_band_keeps_the_session(
     tmp_path: pathlib.Path, clock: trio.testing.MockClock
 ) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import trio
 
 from harness import Client, running_server
@@ -32,6 +33,15 @@ def hoomi_errors() -> Iterator[list[logging.LogRecord]]:
         logger.removeHandler(handler)
 
 
+@pytest.mark.requirement(
+    "HOOMI-HELLO-3",
+    "HOOMI-SEND-1",
+    "HOOMI-DELIVER-1",
+    "HOOMI-TYPING-2",
+    "HOOMI-TYPING-3",
+    "HOOMI-READ-2",
+    "HOOMI-PRESENCE-2",
+)
 async def test_two_clients_authenticate_chat_and_see_each_other(tmp_path: pathlib.Path) -> None:
     async with running_server(tmp_path) as hoomi:
         dm = await hoomi.store.create_conversation(
@@ -76,6 +86,7 @@ async def test_two_clients_authenticate_chat_and_see_each_other(tmp_path: pathli
         await alice.aclose()
 
 
+@pytest.mark.requirement("HOOMI-PRESENCE-1", "HOOMI-PRESENCE-2", "HOOMI-PRESENCE-3")
 async def test_presence_aggregates_over_a_users_sessions(tmp_path: pathlib.Path) -> None:
     async with running_server(tmp_path, hello_timeout_ms=300) as hoomi:
         await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
@@ -97,6 +108,7 @@ async def test_presence_aggregates_over_a_users_sessions(tmp_path: pathlib.Path)
         assert query["users"][0]["last_seen"] == offline["last_seen"]
 
 
+@pytest.mark.requirement("HOOMI-REQ-3", "HOOMI-SEND-1", "HOOMI-SEND-2")
 async def test_replies_overtake_an_ack_waiting_for_its_commit(tmp_path: pathlib.Path) -> None:
     # HOOMI-REQ-3: an ack waits for durable storage, later replies need not. A long commit
     # window, restarted by a commit just before, holds the sends, so the ping is answered
@@ -183,6 +195,7 @@ async def test_a_chat_fails_nowhere_silently_and_counts_what_it_stored(
         assert (metrics.messages_stored, metrics.deliveries) == (3, 6)  # each to both members
 
 
+@pytest.mark.requirement("HOOMI-CONV-2", "HOOMI-CONV-3")
 async def test_a_removed_member_hears_conversation_left_and_nothing_after(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -202,6 +215,7 @@ async def test_a_removed_member_hears_conversation_left_and_nothing_after(
         assert (refused["type"], refused["code"]) == ("error", "forbidden")
 
 
+@pytest.mark.requirement("HOOMI-CONV-3")
 async def test_a_member_removed_in_the_batch_of_a_message_does_not_get_it(
     tmp_path: pathlib.Path,
 ) -> None:

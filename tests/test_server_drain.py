@@ -25,6 +25,7 @@ async def assert_refused(port: int) -> None:
     assert group.subgroup(ConnectionRefusedError) is not None, group
 
 
+@pytest.mark.requirement("HOOMI-CLOSE-2")
 async def test_a_draining_server_refuses_new_tcp_connections(tmp_path: pathlib.Path) -> None:
     async with running_server(tmp_path) as hoomi:
         port = hoomi.server.ports[0]
@@ -34,6 +35,7 @@ async def test_a_draining_server_refuses_new_tcp_connections(tmp_path: pathlib.P
         await assert_refused(port)
 
 
+@pytest.mark.requirement("HOOMI-CLOSE-2")
 async def test_a_connection_accepted_before_a_drain_is_upgraded_then_closed_with_1001(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -57,6 +59,7 @@ async def test_a_connection_accepted_before_a_drain_is_upgraded_then_closed_with
             assert await late.close_code() == 1001
 
 
+@pytest.mark.requirement("HOOMI-CLOSE-2")
 async def test_a_drain_delivers_what_is_queued_then_closes_with_1001(
     tmp_path: pathlib.Path,
 ) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pathlib
 import signal
 
+import pytest
 import trio
 
 from harness import Client, mint, running_server, serve_process
 
 
+@pytest.mark.requirement("HOOMI-RESUME-2", "HOOMI-DELIVER-2")
 async def test_a_reconnecting_client_gets_exactly_what_it_missed_then_live(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -50,6 +52,7 @@ async def test_a_reconnecting_client_gets_exactly_what_it_missed_then_live(
         await back.silent(0.1)
 
 
+@pytest.mark.requirement("HOOMI-RESUME-3", "HOOMI-HISTORY-1", "HOOMI-HISTORY-3")
 async def test_a_gap_larger_than_the_replay_bound_is_said_explicitly(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -67,6 +70,7 @@ async def test_a_gap_larger_than_the_replay_bound_is_said_explicitly(
         assert page["has_more"] is False
 
 
+@pytest.mark.requirement("HOOMI-SEND-3")
 async def test_an_idempotent_retry_returns_the_original_ack_and_delivers_once(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -83,6 +87,7 @@ async def test_an_idempotent_retry_returns_the_original_ack_and_delivers_once(
         await bob.silent(0.1)
 
 
+@pytest.mark.requirement("HOOMI-SEND-1", "HOOMI-CLOSE-2", "HOOMI-RESUME-2")
 async def test_sigterm_restart_keeps_every_acked_message(tmp_path: pathlib.Path) -> None:
     database = tmp_path / "restart.db"
     # Seed a conversation through the store, as the backend would.

@@ -23,6 +23,7 @@ def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0.01)
 
 
+@pytest.mark.requirement("HOOMI-TYPING-1", "HOOMI-TYPING-3")
 async def test_typing_expires_after_the_ttl_and_is_never_stuck(
     tmp_path: pathlib.Path, clock: trio.testing.MockClock
 ) -> None:
@@ -42,6 +43,7 @@ async def test_typing_expires_after_the_ttl_and_is_never_stuck(
         assert 8 <= waited <= 9.5, waited  # 3 s + ttl 5 s, plus at most one scheduler tick
 
 
+@pytest.mark.requirement("HOOMI-TOKEN-1", "HOOMI-TOKEN-2", "HOOMI-TOKEN-3")
 async def test_token_warning_refresh_and_expiry(
     tmp_path: pathlib.Path, clock: trio.testing.MockClock
 ) -> None:
@@ -66,6 +68,7 @@ async def test_token_warning_refresh_and_expiry(
         assert (await keeper.request("ping"))["type"] == "pong"
 
 
+@pytest.mark.requirement("HOOMI-LIVE-1")
 async def test_heartbeats_keep_live_clients_and_drop_silent_ones(
     tmp_path: pathlib.Path, clock: trio.testing.MockClock
 ) -> None:
