@@ -14,7 +14,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -889,31 +889,46 @@ def render(root: Path = ROOT) -> dict[Path, str]:
     }
 
 
-def stale(root: Path = ROOT) -> list[Path]:
-    """Generated files whose committed content differs from what render() gives (or missing)."""
+Renderer = Callable[[Path], dict[Path, str]]
+
+
+def stale(root: Path = ROOT, renderer: Renderer | None = None) -> list[Path]:
+    """Generated files whose committed content differs from what `renderer` (default:
+    this module's `render`) gives, or that are missing."""
     out = []
-    for path, text in render(root).items():
+    for path, text in (renderer or render)(root).items():
         target = root / path
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
             out.append(path)
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(
+    argv: Sequence[str] | None = None,
+    renderer: Renderer | None = None,
+    *,
+    description: str | None = None,
+    fresh: str = "docs are up to date",
+) -> int:
+    """Write the generated files, or with --check only report the stale ones (exit 1).
+    `tools/tracegen.py` runs the same command line over its own `renderer`."""
+    parser = argparse.ArgumentParser(
+        description=description or (__doc__.splitlines()[0] if __doc__ else None)
+    )
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if any output is stale"
     )
     args = parser.parse_args(argv)
+    rendering = renderer or render
     if args.check:
-        outdated = stale()
+        outdated = stale(ROOT, rendering)
         for path in outdated:
             print(f"stale: {path.as_posix()} (run `just docs`)", file=sys.stderr)
         if outdated:
             return 1
-        print("docs are up to date")
+        print(fresh)
         return 0
-    for path, text in render().items():
+    for path, text in rendering(ROOT).items():
         target = ROOT / path
         if target.is_file() and target.read_text(encoding="utf-8") == text:
             print(f"unchanged {path.as_posix()}")

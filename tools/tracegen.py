@@ -12,7 +12,6 @@ are sorted and nothing carries a timestamp, so the output is committed and CI ch
 
 from __future__ import annotations
 
-import argparse
 import ast
 import sys
 from collections.abc import Iterator, Sequence
@@ -236,36 +235,12 @@ def render(root: Path = ROOT) -> dict[Path, str]:
 
 
 def stale(root: Path = ROOT) -> list[Path]:
-    out = []
-    for path, text in render(root).items():
-        target = root / path
-        if not target.is_file() or target.read_text(encoding="utf-8") != text:
-            out.append(path)
-    return out
+    return gendocs.stale(root, render)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 if the output is stale"
-    )
-    args = parser.parse_args(argv)
-    if args.check:
-        outdated = stale()
-        for path in outdated:
-            print(f"stale: {path.as_posix()} (run `just docs`)", file=sys.stderr)
-        if outdated:
-            return 1
-        print("traceability is up to date")
-        return 0
-    for path, text in render().items():
-        target = ROOT / path
-        if target.is_file() and target.read_text(encoding="utf-8") == text:
-            print(f"unchanged {path.as_posix()}")
-            continue
-        target.write_bytes(text.encode("utf-8"))
-        print(f"wrote {path.as_posix()}")
-    return 0
+    description = __doc__.splitlines()[0] if __doc__ else None
+    return gendocs.main(argv, render, description=description, fresh="traceability is up to date")
 
 
 if __name__ == "__main__":
