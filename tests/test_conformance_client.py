@@ -142,14 +142,21 @@ async def test_a_broken_sdk_fails_exactly_the_requirements_it_breaks(variant: st
 async def test_a_hanging_crashing_or_babbling_adapter_fails_without_hanging_the_kit() -> None:
     chosen = [s for s in scenarios() if s.name in ("hello-first", "token-refresh")]
     python = sys.executable
+    runs: dict[str, list[ScenarioResult]] = {}
+
+    async def run(name: str, code: str, scale: float = 1.0) -> None:
+        runs[name] = await run_kit(chosen, [python, "-c", code], scale=scale)
+
     with trio.fail_after(20):
-        hanging = await run_kit(chosen, [python, "-c", "import time; time.sleep(60)"], scale=0.2)
-        crashing = await run_kit(
-            chosen, [python, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"]
-        )
-        babbling = await run_kit(
-            chosen, [python, "-c", "import sys; print('not json', flush=True); sys.stdin.read()"]
-        )
+        async with trio.open_nursery() as nursery:  # the three share nothing
+            nursery.start_soon(run, "hanging", "import time; time.sleep(60)", 0.2)
+            nursery.start_soon(
+                run, "crashing", "import sys; print('boom', file=sys.stderr); sys.exit(3)"
+            )
+            nursery.start_soon(
+                run, "babbling", "import sys; print('not json', flush=True); sys.stdin.read()"
+            )
+    hanging, crashing, babbling = runs["hanging"], runs["crashing"], runs["babbling"]
     for result in hanging:
         assert failures([result]) == {result.name: "HOOMI-CLIENT-1"}
         assert "did not connect" in result.message

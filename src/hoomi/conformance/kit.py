@@ -290,7 +290,7 @@ class ScriptedServer:
         self, within: float, requirement: str, why: str, adapter: AdapterProcess
     ) -> Wire:
         """The client's next connection; `Failed` if it does not come within `within` s,
-        or the adapter exits first."""
+        or the adapter exits or breaks the control protocol first."""
         wires: list[Wire] = []
         with trio.move_on_after(within):
             async with trio.open_nursery() as nursery:
@@ -300,7 +300,8 @@ class ScriptedServer:
                     nursery.cancel_scope.cancel()
 
                 async def watch() -> None:
-                    await adapter.exited.wait()
+                    while not adapter.exited.is_set() and adapter.problem is None:
+                        await adapter.changed()
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(take)
@@ -309,6 +310,8 @@ class ScriptedServer:
             with contextlib.suppress(trio.WouldBlock):
                 wires.append(self._out.receive_nowait())
         if not wires:
+            if adapter.problem is not None:
+                raise Failed(ADAPTER, adapter.problem)
             if adapter.exited.is_set():
                 raise Failed(requirement, f"the client did not connect ({why}): {adapter.gone()}")
             raise Failed(requirement, f"the client did not connect within {within:g} s ({why})")
@@ -361,8 +364,15 @@ class AdapterProcess:
 
     def _add(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+        self._change()
+
+    def _change(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    async def changed(self) -> None:
+        """Return at the next event, problem or exit of the adapter."""
+        await self._changed.wait()
 
     async def _read(self) -> None:
         assert self.process is not None
@@ -397,6 +407,7 @@ class AdapterProcess:
             if self.problem is None:
                 text = line[:200].decode("utf-8", "replace")
                 self.problem = f"an event line that breaks the control protocol ({error}): {text}"
+                self._change()
             return
         self._add(event)
 
