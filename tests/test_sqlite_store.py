@@ -824,7 +824,7 @@ async def test_append_soon_waits_for_room_in_a_full_queue(tmp_path: pathlib.Path
             for i in range(2, 5):
                 nursery.start_soon(one, i)
             await eventually(lambda: len(queued) == 4, within=10)
-            await trio.sleep(0.2)
+            await trio.testing.wait_all_tasks_blocked()
             assert len(queued) == 4  # the last one still waits for room
             holder.execute("ROLLBACK")
         holder.close()
@@ -846,8 +846,17 @@ async def test_a_write_cancelled_after_its_batch_took_it_still_commits(
         g = await group(store, "alice")
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
-        with trio.move_on_after(0.3) as scope:
-            await send(store, g.conversation_id, "alice", "taken", "k1")
+        scope = trio.CancelScope()
+
+        async def sending() -> None:
+            with scope:
+                await send(store, g.conversation_id, "alice", "taken", "k1")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sending)
+            await trio.testing.wait_all_tasks_blocked()  # queued
+            await eventually(lambda: not store._queue, within=10)  # and taken by the thread
+            scope.cancel()
         assert scope.cancelled_caught
         assert not store._queue  # it was taken, not withdrawn
         holder.execute("ROLLBACK")
