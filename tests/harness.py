@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,10 +33,41 @@ WRONG_SECRET = "another-secret-of-sufficient-length-0000"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
-def mint(user: str, *, ttl_s: float = 3600, secret: str = SECRET, **claims: Any) -> str:
-    now = time.time()
-    payload = {"sub": user, "iat": int(now), "exp": int(now + ttl_s), **claims}
-    return jwt.encode(payload, secret, "HS256")
+def mint(
+    user: str,
+    *,
+    ttl_s: float | None = 3600,
+    secret: str = SECRET,
+    alg: str = "HS256",
+    now: float | None = None,
+    **claims: Any,
+) -> str:
+    """A user token issued `now` (default: the wall clock; a server on a MockClock has its
+    own, see `Running.mint`), expiring `ttl_s` later (None: no `exp` at all), signed with
+    `secret` (`alg` "none": unsigned), with more `claims`."""
+    issued = time.time() if now is None else now
+    payload = {"sub": user, "iat": int(issued), **claims}
+    if ttl_s is not None:
+        payload["exp"] = int(issued + ttl_s)
+    return jwt.encode(payload, "" if alg == "none" else secret, alg)
+
+
+def hello_frame(token: str, **fields: Any) -> dict[str, Any]:
+    """The hello a hand-driven client sends: id "h", `token`, more `fields`."""
+    return {"type": "hello", "id": "h", "token": token, **fields}
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], within: float = 5, every: float = 0.02
+) -> None:
+    """Poll `check` until it holds (`trio.TooSlowError` after `within`): for state that no
+    event announces, such as another thread's or process's progress or an HTTP API's view."""
+    with trio.fail_after(within):
+        while True:
+            done = check()
+            if done if isinstance(done, bool) else await done:
+                return
+            await trio.sleep(every)
 
 
 @attrs.define
@@ -54,8 +85,31 @@ class Running:
         client = await Client.open(self.nursery, self.url)
         self.clients.append(client)
         if user is not None:
-            await client.hello(mint(user), **hello)
+            await client.hello(self.mint(user), **hello)
         return client
+
+    def mint(self, user: str, *, ttl_s: float | None = 3600, **claims: Any) -> str:
+        """A token issued at the server's now (which follows Trio's clock, mocked or not)."""
+        return mint(user, ttl_s=ttl_s, now=self.server.wall(), **claims)
+
+    async def still_serving(self) -> None:
+        """The server still works for anyone the test did not touch: two fresh users open
+        sessions, one sends to the other in a new conversation, and it arrives."""
+        n = next(_witnesses)
+        one, other = f"witness{n}a", f"witness{n}b"
+        dm = await self.server.create_conversation(kind="direct", members=[one, other])
+        sender, receiver = await self.connect(one), await self.connect(other)
+        ack = await sender.request(
+            "send", conversation_id=dm.conversation_id, client_msg_id="k", text="ok?"
+        )
+        assert ack["type"] == "ack", ack
+        got = await receiver.expect("message", skip=("presence",))
+        assert (got["message"]["conversation_id"], got["message"]["seq"]) == (
+            dm.conversation_id,
+            ack["seq"],
+        )
+        await sender.aclose()
+        await receiver.aclose()
 
 
 @asynccontextmanager
@@ -116,6 +170,7 @@ async def running_server(
 
 _ids = itertools.count(1)
 _logs = itertools.count(1)
+_witnesses = itertools.count(1)
 
 
 @attrs.define
@@ -142,16 +197,18 @@ class ServeProcess:
 
     async def _announced(self, within: float = 20) -> None:
         """Read the ports it announces on stderr; fail if it exits first."""
-        with trio.fail_after(within):
-            while True:
-                text = self.log.read_text(errors="replace")
-                ws = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", text)
-                admin = re.search(r"Admin API on http://127\.0\.0\.1:(\d+)", text)
-                if ws and admin:
-                    self.port, self.admin_port = int(ws[1]), int(admin[1])
-                    return
-                assert self.process.poll() is None, f"hoomi serve exited:\n{text}"
-                await trio.sleep(0.05)
+
+        def announced() -> bool:
+            text = self.log.read_text(errors="replace")
+            ws = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", text)
+            admin = re.search(r"Admin API on http://127\.0\.0\.1:(\d+)", text)
+            if ws and admin:
+                self.port, self.admin_port = int(ws[1]), int(admin[1])
+                return True
+            assert self.process.poll() is None, f"hoomi serve exited:\n{text}"
+            return False
+
+        await eventually(announced, within, every=0.05)
 
 
 @asynccontextmanager
@@ -296,22 +353,31 @@ class RawClient:
     @classmethod
     async def open(cls, port: int, subprotocol: str = "hoomi.v1") -> RawClient:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(
-            upgrade_request(
-                drop=("Sec-WebSocket-Protocol",), add=(f"Sec-WebSocket-Protocol: {subprotocol}",)
-            )
+        request = upgrade_request(
+            drop=("Sec-WebSocket-Protocol",), add=(f"Sec-WebSocket-Protocol: {subprotocol}",)
         )
+        return await cls.upgrade(stream, request)
+
+    @classmethod
+    async def upgrade(
+        cls, stream: trio.SocketStream, request: bytes | None = None, *, early: bytes = b""
+    ) -> RawClient:
+        """Upgrade `stream` with `request` (`upgrade_request()` by default) followed in the
+        same write by `early` bytes, and read the 101 response."""
+        await stream.send_all((upgrade_request() if request is None else request) + early)
         client = cls(stream)
         with trio.fail_after(5):
             while b"\r\n\r\n" not in client.buffer:
-                client.buffer += await stream.receive_some(4096)
+                client.buffer += await client._more()
         head, client.buffer = client.buffer.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 101"), head
         return client
 
-    async def send_frame(
-        self, opcode: int, payload: bytes, *, masked: bool = True, fin: bool = True, rsv: int = 0
-    ) -> None:
+    @staticmethod
+    def frame(
+        opcode: int, payload: bytes, *, masked: bool = True, fin: bool = True, rsv: int = 0
+    ) -> bytes:
+        """A client frame's bytes."""
         size = len(payload)
         header = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
         mask_bit = 0x80 if masked else 0
@@ -323,7 +389,19 @@ class RawClient:
             key = b"\x01\x02\x03\x04"
             payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
             header += key
-        await self.stream.send_all(header + payload)
+        return header + payload
+
+    async def send_frame(
+        self, opcode: int, payload: bytes, *, masked: bool = True, fin: bool = True, rsv: int = 0
+    ) -> None:
+        await self.stream.send_all(self.frame(opcode, payload, masked=masked, fin=fin, rsv=rsv))
+
+    async def hello(self, token: str, *, welcome: bool = True) -> None:
+        """Send `hello_frame(token)`; with `welcome`, the next frame must be the welcome."""
+        await self.send_frame(0x1, orjson.dumps(hello_frame(token)))
+        if welcome:
+            opcode, payload = await self.next_frame()
+            assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome"), payload
 
     async def next_frame(self, within: float = 5) -> tuple[int, bytes]:
         """The server's next frame as (opcode, payload)."""
@@ -361,18 +439,29 @@ class RawClient:
         await self.stream.aclose()
 
 
+async def exchange(port: int, request: bytes) -> bytes:
+    """Send raw `request` bytes and return the response: up to the end of the head of a
+    101, else all until the server closes (it does after a refusal)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        response = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in response or not response.startswith(b"HTTP/1.1 101"):
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                response += chunk
+    return response
+
+
 async def upgrade_status(port: int, *, path: str = "/", origin: str | None = None) -> int:
     """The HTTP status a WebSocket upgrade gets (raw: trio-websocket's client leaks its
     socket when an upgrade is refused)."""
     request = upgrade_request(
         first=f"GET {path} HTTP/1.1", add=(f"Origin: {origin}",) if origin is not None else ()
     )
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(request)
-        with trio.fail_after(5):
-            head = await stream.receive_some(1024)
-    return int(bytes(head).split(b" ", 2)[1])
+    return int((await exchange(port, request)).split(b" ", 2)[1])
 
 
 class EventStream:

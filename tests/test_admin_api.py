@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, cast
@@ -27,7 +27,7 @@ from referencing.jsonschema import DRAFT202012
 from starlette.routing import Route
 
 from conftest import REPO
-from harness import ADMIN_TOKEN, EventStream, Running, running_server
+from harness import ADMIN_TOKEN, EventStream, Running, eventually, running_server
 from hoomi.server.admin import create_app, serve_admin
 from hoomi.server.config import Settings
 from hoomi.server.server import Server
@@ -149,12 +149,6 @@ async def admin_api(running: Running, token: str | None = "") -> AsyncIterator[h
     headers = {"Authorization": f"Bearer {secret}"} if secret is not None else {}
     async with httpx.AsyncClient(base_url=running.admin_url, headers=headers, timeout=5) as api:
         yield api
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5) -> None:
-    with trio.fail_after(within):
-        while not await check():  # noqa: ASYNC110 - polling the HTTP API, no event to await
-            await trio.sleep(0.02)
 
 
 async def group(api: httpx.AsyncClient, *members: str, title: str | None = None) -> str:
@@ -640,16 +634,20 @@ async def test_settings_show_what_the_server_was_started_with(tmp_path: pathlib.
 # -- tokens -----------------------------------------------------------------------------
 
 
-async def test_minted_tokens_open_sessions(tmp_path: pathlib.Path) -> None:
+async def test_minted_tokens_open_sessions(
+    tmp_path: pathlib.Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # Trio's clock stands still (pytest-trio's `mock_clock`), and the server's wall clock
+    # follows it: the expiry is exact, not within a window of wall-clock time.
     async with running_server(tmp_path, admin=True) as running, admin_api(running) as api:
-        now_ms = running.server.wall_ms()
+        now_s = int(running.server.wall())
         minted = conforms(await api.post("/v1/tokens", json={"user_id": "dana", "ttl_s": 600}))
-        assert abs(minted["expires_at"] - (now_ms + 600_000)) <= 2000
+        assert minted["expires_at"] == (now_s + 600) * 1000
         client = await running.connect()
         welcome = await client.hello(minted["token"])
         assert (welcome["type"], welcome["user_id"]) == ("welcome", "dana")
         default = conforms(await api.post("/v1/tokens", json={"user_id": "dana"}))
-        assert abs(default["expires_at"] - (now_ms + 3_600_000)) <= 2000
+        assert default["expires_at"] == (now_s + 3600) * 1000
         for body in (
             {},
             {"user_id": ""},

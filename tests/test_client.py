@@ -11,20 +11,18 @@ import contextlib
 import pathlib
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
-import jwt
 import orjson
 import pytest
 import trio
 import trio.testing
 import trio_websocket
 
-from harness import SECRET, Running, mint, running_server, serve_process
+from harness import Running, mint, running_server, serve_process
 from hoomi.client import (
     Backoff,
     ClientClosed,
@@ -461,13 +459,11 @@ async def test_token_refresh_in_band_keeps_the_session(
     tmp_path: pathlib.Path, clock: trio.testing.MockClock
 ) -> None:
     async with running_server(tmp_path) as hoomi:
-        epoch = time.time() - trio.current_time()  # the server's wall clock follows Trio's
         provided: list[int] = []
 
         async def provider() -> str:
             provided.append(int(trio.current_time()))
-            exp = int(epoch + trio.current_time()) + 90
-            return jwt.encode({"sub": "alice", "exp": exp}, SECRET, "HS256")
+            return hoomi.mint("alice", ttl_s=90)  # on the server's clock, which follows Trio's
 
         async with connect(hoomi.url, token_provider=provider, settings=FAST) as alice:
             [session] = list(hoomi.server.sessions)

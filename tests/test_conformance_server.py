@@ -325,12 +325,13 @@ async def test_a_failing_run_exits_1_and_names_the_requirement(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken.never_expire_typing(monkeypatch)
-    async with running_server(tmp_path, admin=True, typing_ttl_ms=400) as hoomi:
+    # The transcript's ttl; the step timeout is long enough for a correct server's stop.
+    async with running_server(tmp_path, admin=True, typing_ttl_ms=1500) as hoomi:
         assert hoomi.admin_url is not None
         junit = tmp_path / "junit.xml"
         failing = await conformance(
             "server", hoomi.url, "--admin-url", hoomi.admin_url, "--admin-token", ADMIN_TOKEN,
-            "--jwt-secret", SECRET, "--only", "typing-expiry", "--timeout-ms", "1000",
+            "--jwt-secret", SECRET, "--only", "typing-expiry", "--timeout-ms", "3000",
             "--junit", str(junit),
         )  # fmt: skip
     assert failing.exit_code == 1, failing.output

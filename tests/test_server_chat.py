@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pathlib
+import sqlite3
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from harness import Client, running_server
+from harness import Client, Running, eventually, running_server
+from hoomi.server.store import MemberView
 
 
 @pytest.mark.requirement(
@@ -192,6 +197,31 @@ async def test_a_removed_member_hears_conversation_left_and_nothing_after(
         assert (refused["type"], refused["code"]) == ("error", "forbidden")
 
 
+async def one_batch(
+    hoomi: Running, lead: Callable[[], Awaitable[object]], *writes: Callable[[], Awaitable[object]]
+) -> None:
+    """Run `lead` (committed on its own, first), then `writes`, which commit together in
+    this order. Another connection holds SQLite's write lock meanwhile: the writer thread
+    takes the lead's write and waits for the lock, and the writes queue behind it."""
+    store = hoomi.store
+    commits = store.commits
+    holder = sqlite3.connect(hoomi.server.settings.database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lead)
+            await trio.testing.wait_all_tasks_blocked()  # the lead's write is queued
+            await eventually(lambda: not store._queue)  # and taken
+            for write in writes:
+                nursery.start_soon(write)
+                await trio.testing.wait_all_tasks_blocked()  # queued, in this order
+            assert len(store._queue) == len(writes)
+            holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert store.commits == commits + 2, "the writes did not share one commit"
+
+
 @pytest.mark.requirement("HOOMI-CONV-3")
 async def test_a_member_removed_in_the_batch_of_a_message_does_not_get_it(
     tmp_path: pathlib.Path,
@@ -204,18 +234,93 @@ async def test_a_member_removed_in_the_batch_of_a_message_does_not_get_it(
         group = await server.create_conversation(kind="group", members=["alice", "bob"])
         cid = group.conversation_id
         bob = await hoomi.connect("bob")
-        commits = hoomi.store.commits
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.post, other.conversation_id, "before")
-            await trio.lowlevel.checkpoint()
-            nursery.start_soon(server.remove_member, cid, "bob")
-            await trio.lowlevel.checkpoint()
-            nursery.start_soon(server.post, cid, "after bob left")
-        assert hoomi.store.commits == commits + 1, "the three writes share one commit"
+        await one_batch(
+            hoomi,
+            partial(server.post, other.conversation_id, "before"),
+            partial(server.remove_member, cid, "bob"),
+            partial(server.post, cid, "after bob left"),
+        )
         got = await bob.expect("message")
         assert (got["message"]["conversation_id"], got["message"]["text"]) == (
             other.conversation_id,
             "before",
         )
         assert await bob.recv() == {"type": "conversation_left", "conversation_id": cid}
-        await bob.silent(0.3)
+        await server.post(other.conversation_id, "later")
+        got = await bob.recv()  # the next frame: nothing of the group came before it
+        assert (got["type"], got["message"]["text"]) == ("message", "later")
+
+
+@pytest.mark.requirement("HOOMI-CONV-3")
+async def test_a_member_added_in_the_batch_of_a_message_learns_of_it_from_latest_seq(
+    tmp_path: pathlib.Path,
+) -> None:
+    # One commit holds bob's addition, then a message: the message is published before
+    # `add_member` resumes, when bob is not subscribed yet, so `conversation_joined` must
+    # announce it in latest_seq (it is never delivered to him).
+    async with running_server(tmp_path) as hoomi:
+        server = hoomi.server
+        other = await server.create_conversation(kind="group", members=["alice", "bob"])
+        group = await server.create_conversation(kind="group", members=["alice"])
+        cid = group.conversation_id
+        bob = await hoomi.connect("bob")
+        await one_batch(
+            hoomi,
+            partial(server.post, other.conversation_id, "x"),
+            partial(server.add_member, cid, "bob"),
+            partial(server.post, cid, "hello bob"),
+        )
+        got = await bob.expect("message")
+        assert (got["message"]["conversation_id"], got["message"]["text"]) == (
+            other.conversation_id,
+            "x",
+        )
+        joined = (await bob.expect("conversation_joined"))["conversation"]
+        assert (joined["conversation_id"], joined["latest_seq"]) == (cid, 1)
+        await server.post(cid, "next")
+        got = await bob.expect("message")  # not seq 1: that one is announced, not delivered
+        assert (got["message"]["conversation_id"], got["message"]["seq"]) == (cid, 2)
+
+
+@pytest.mark.requirement("HOOMI-CONV-3")
+async def test_a_member_removed_while_a_hello_reads_the_store_is_not_welcomed_to_it(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # eve's hello reads her conversations; eve is removed from the group before the read
+    # returns: her welcome must not list it, and nothing of it reaches her.
+    async with running_server(tmp_path) as hoomi:
+        server = hoomi.server
+        group = await server.create_conversation(kind="group", members=["alice", "eve"])
+        cid = group.conversation_id
+        real = server.store.conversations_of
+        reads: list[str] = []
+        read, removed = trio.Event(), trio.Event()
+
+        async def held(user_id: str) -> list[MemberView]:
+            views = await real(user_id)
+            reads.append(user_id)
+            if len(reads) == 1:  # the first read answered, the hello not yet resumed
+                read.set()
+                await removed.wait()
+            return views
+
+        monkeypatch.setattr(server.store, "conversations_of", held)
+
+        async def remove_during_the_read() -> None:
+            await read.wait()
+            await server.remove_member(cid, "eve")
+            removed.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(remove_during_the_read)
+            eve = await hoomi.connect("eve")
+        monkeypatch.undo()
+        assert reads == ["eve", "eve"]  # the stale read was noticed and read again
+        assert eve.welcome["conversations"] == []
+        alice = await hoomi.connect("alice")
+        ack = await alice.request("send", conversation_id=cid, client_msg_id="k", text="eve left")
+        assert ack["type"] == "ack"  # fanned out before it was acked
+        # The next frame eve gets is the answer to this: no message of the group came first.
+        await eve.send({"type": "history", "id": "q", "conversation_id": cid})
+        refused = await eve.expect("error", skip=("presence",))
+        assert (refused["id"], refused["code"]) == ("q", "forbidden")

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from harness import RawClient, mint, running_server, upgrade_request
+from harness import RawClient, mint, running_server
 from hoomi.server import transport
 
 
@@ -49,13 +49,7 @@ async def test_a_connection_accepted_before_a_drain_is_upgraded_then_closed_with
             hoomi.server.drain()
             await trio.testing.wait_all_tasks_blocked(cushion=0.05)
             await assert_refused(port)
-            await stream.send_all(upgrade_request())
-            late = RawClient(stream)
-            with trio.fail_after(5):
-                while b"\r\n\r\n" not in late.buffer:
-                    late.buffer += await stream.receive_some(4096)
-            head, late.buffer = late.buffer.split(b"\r\n\r\n", 1)
-            assert head.startswith(b"HTTP/1.1 101"), head
+            late = await RawClient.upgrade(stream)
             assert await late.close_code() == 1001
 
 
@@ -72,19 +66,9 @@ async def test_a_drain_delivers_what_is_queued_then_closes_with_1001(
         sock = trio.socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         await sock.connect(("127.0.0.1", server.ports[0]))
-        bob = RawClient(trio.SocketStream(sock))
+        bob = await RawClient.upgrade(trio.SocketStream(sock))
         async with bob.stream:
-            await bob.stream.send_all(upgrade_request())
-            with trio.fail_after(5):
-                while b"\r\n\r\n" not in bob.buffer:
-                    bob.buffer += await bob.stream.receive_some(4096)
-            head, bob.buffer = bob.buffer.split(b"\r\n\r\n", 1)
-            assert head.startswith(b"HTTP/1.1 101"), head
-            await bob.send_frame(
-                0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("bob")})
-            )
-            opcode, payload = await bob.next_frame()
-            assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+            await bob.hello(mint("bob"))
             [session] = server.by_user["bob"]
             # More than the writer sends in one go (`_WRITE_BATCH`), so that frames wait
             # behind the write in progress, not only in it.

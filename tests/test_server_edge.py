@@ -12,7 +12,7 @@ import trio
 import trio_websocket
 import trustme
 
-from harness import mint, running_server, upgrade_status
+from harness import exchange, hello_frame, mint, running_server, upgrade_status
 
 
 def tls_files(tmp_path: pathlib.Path) -> tuple[dict[str, Any], ssl.SSLContext]:
@@ -35,7 +35,7 @@ async def test_wss_with_a_certificate_and_key(tmp_path: pathlib.Path) -> None:
         async with trio_websocket.open_websocket_url(
             url, ssl_context=context, subprotocols=["hoomi.v1"]
         ) as ws:
-            await ws.send_message(f'{{"type":"hello","id":"h","token":"{mint("alice")}"}}')
+            await ws.send_message(orjson.dumps(hello_frame(mint("alice"))).decode())
             with trio.fail_after(5):
                 welcome = await ws.get_message()
             assert '"type":"welcome"' in str(welcome)
@@ -55,11 +55,7 @@ async def test_only_allowed_browser_origins_connect(
 async def test_a_wrong_path_is_404_and_plain_http_is_400(tmp_path: pathlib.Path) -> None:
     async with running_server(tmp_path) as hoomi:
         assert await upgrade_status(hoomi.server.ports[0], path="/elsewhere") == 404
-        stream = await trio.open_tcp_stream("127.0.0.1", hoomi.server.ports[0])
-        async with stream:
-            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            with trio.fail_after(5):
-                response = await stream.receive_some(1024)
+        response = await exchange(hoomi.server.ports[0], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert response.startswith(b"HTTP/1.1 400")
 
 
@@ -80,9 +76,7 @@ async def test_wss_fan_out_delivers_every_frame_in_order(tmp_path: pathlib.Path)
             ) as bob,
         ):
             for ws, user in ((alice, "alice"), (bob, "bob")):
-                await ws.send_message(
-                    orjson.dumps({"type": "hello", "id": "h", "token": mint(user)}).decode()
-                )
+                await ws.send_message(orjson.dumps(hello_frame(mint(user))).decode())
                 with trio.fail_after(5):
                     assert orjson.loads(await ws.get_message())["type"] == "welcome"
             count = 20

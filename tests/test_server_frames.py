@@ -8,14 +8,12 @@ import orjson
 import pytest
 import trio
 
-from harness import RawClient, mint, running_server
+from harness import RawClient, hello_frame, mint, running_server
 
 
 async def _ready(port: int) -> RawClient:
     raw = await RawClient.open(port)
-    await raw.send_frame(0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")}))
-    opcode, payload = await raw.next_frame()
-    assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+    await raw.hello(mint("alice"))
     return raw
 
 
@@ -101,20 +99,8 @@ async def test_frames_sent_right_behind_the_upgrade_request_are_not_lost(
 ) -> None:
     async with running_server(tmp_path) as hoomi:
         stream = await trio.open_tcp_stream("127.0.0.1", hoomi.server.ports[0])
-        upgrade = (
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Protocol: hoomi.v1\r\n\r\n"
-        )
-        hello = orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
-        early = bytes([0x81, 0x80 | 126]) + len(hello).to_bytes(2, "big") + b"\0\0\0\0" + hello
-        raw = RawClient(stream)
-        await stream.send_all(upgrade + early)
-        with trio.fail_after(5):
-            while b"\r\n\r\n" not in raw.buffer:
-                raw.buffer += await raw._more()
-        head, raw.buffer = raw.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101")
+        hello = RawClient.frame(0x1, orjson.dumps(hello_frame(mint("alice"))))
+        raw = await RawClient.upgrade(stream, early=hello)
         opcode, payload = await raw.next_frame()
         assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
         await raw.aclose()
@@ -162,4 +148,32 @@ async def test_a_close_without_a_code_is_answered_without_one(tmp_path: pathlib.
         raw = await _ready(hoomi.server.ports[0])
         await raw.send_frame(0x8, b"")
         assert await raw.next_frame() == (0x8, b"")
+        await raw.aclose()
+
+
+async def test_a_ping_flood_from_a_client_that_never_reads_stays_bounded(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path) as hoomi:
+        raw = await RawClient.open(hoomi.server.ports[0])
+        await raw.hello(mint("a"), welcome=False)
+        ping = bytes([0x89, 0x80 | 100]) + b"\0\0\0\0" + b"p" * 100
+        with trio.move_on_after(2):
+            for _ in range(50):
+                await raw.stream.send_all(ping * 2000)  # 20 MB, none of it read back
+        [session] = hoomi.server.sessions.values()
+        assert session.ws.queued <= 10  # pongs beyond a small budget are not answered
+        await raw.aclose()
+        await hoomi.still_serving()
+
+
+async def test_empty_fragments_cannot_pile_up(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path) as hoomi:
+        raw = await RawClient.open(hoomi.server.ports[0])
+        await raw.hello(mint("a"))
+        await raw.send_frame(0x1, b"", fin=False)
+        empty = bytes([0x00, 0x80]) + b"\0\0\0\0"
+        with trio.move_on_after(2):
+            await raw.stream.send_all(empty * 5000)
+        assert await raw.close_code() == 1009
         await raw.aclose()

@@ -41,12 +41,11 @@ async def test_finished_sessions_leave_no_reference_cycles(
             client = await RawClient.open(port)
             ending = i % 4
             token = mint(f"u{i % 2}") if ending != 3 else mint("u0", secret="x" * 40)
-            await client.send_frame(1, orjson.dumps({"type": "hello", "id": "h", "token": token}))
+            await client.hello(token, welcome=ending != 3)
             if ending == 3:  # a refused token ends the session from the server's side
                 assert await client.close_code() == 4001
                 await client.aclose()
                 return
-            assert b'"welcome"' in (await client.next_frame())[1]
             send = {
                 "type": "send",
                 "id": "s",

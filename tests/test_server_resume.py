@@ -131,3 +131,15 @@ async def test_sigterm_restart_keeps_every_acked_message(tmp_path: pathlib.Path)
             await alice.aclose()
         second.process.send_signal(signal.SIGINT)
         assert await second.wait() == 0
+
+
+async def test_a_long_replay_does_not_close_a_client_that_reads(tmp_path: pathlib.Path) -> None:
+    async with running_server(tmp_path, outbox_size=64) as hoomi:
+        group = await hoomi.server.create_conversation(kind="group", members=["alice"])
+        cid = group.conversation_id
+        async with trio.open_nursery() as nursery:
+            for _ in range(600):
+                nursery.start_soon(hoomi.server.post, cid, "y" * 3000)
+        alice = await hoomi.connect("alice", resume=[{"conversation_id": cid, "after_seq": 0}])
+        seqs = [(await alice.expect("message"))["message"]["seq"] for _ in range(600)]
+        assert seqs == list(range(1, 601))

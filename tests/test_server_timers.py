@@ -7,15 +7,12 @@ which every task is blocked) never make time leap; waits here cost no real time.
 from __future__ import annotations
 
 import pathlib
-import time
 
-import jwt
-import orjson
 import pytest
 import trio
 import trio.testing
 
-from harness import SECRET, RawClient, mint, running_server
+from harness import RawClient, running_server
 
 
 @pytest.fixture
@@ -48,20 +45,14 @@ async def test_token_warning_refresh_and_expiry(
     tmp_path: pathlib.Path, clock: trio.testing.MockClock
 ) -> None:
     async with running_server(tmp_path) as hoomi:
-        now = time.time() - trio.current_time()
-
-        def token(user: str, ttl: float) -> str:
-            exp = int(now + trio.current_time() + ttl)
-            return jwt.encode({"sub": user, "exp": exp}, SECRET, "HS256")
-
         keeper = await hoomi.connect()
-        await keeper.hello(token("alice", 90))
+        await keeper.hello(hoomi.mint("alice", ttl_s=90))
         forgetful = await hoomi.connect()
-        await forgetful.hello(token("bob", 90))
+        await forgetful.hello(hoomi.mint("bob", ttl_s=90))
         warning = await keeper.expect("token_expiring", within=60, skip=("presence",))
         assert warning["expires_at"] == keeper.welcome["token_expires_at"]
-        assert (await keeper.request("refresh", token=token("alice", 3600)))["type"] == "ok"
-        other_user = await keeper.request("refresh", token=token("bob", 3600))
+        assert (await keeper.request("refresh", token=hoomi.mint("alice")))["type"] == "ok"
+        other_user = await keeper.request("refresh", token=hoomi.mint("bob"))
         assert other_user["code"] == "unauthorized"
         assert await forgetful.closed(within=120) == 4002
         await trio.sleep(60)
@@ -75,9 +66,7 @@ async def test_heartbeats_keep_live_clients_and_drop_silent_ones(
     async with running_server(tmp_path) as hoomi:
         lively = await hoomi.connect("alice")  # trio-websocket answers pings by itself
         silent = await RawClient.open(hoomi.server.ports[0])
-        await silent.send_frame(
-            0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("bob")})
-        )
+        await silent.hello(hoomi.mint("bob"), welcome=False)
         started = trio.current_time()
         assert await silent.close_code(within=120) == 4008
         assert 75 <= trio.current_time() - started <= 77

@@ -8,23 +8,8 @@ import pathlib
 import pytest
 import trio
 
-from harness import running_server, upgrade_request
+from harness import exchange, running_server, upgrade_request
 from hoomi.server.transport import Handshake, accept_response, parse_upgrade
-
-
-async def exchange(port: int, raw: bytes) -> bytes:
-    """Send `raw`, return the response head and body (the server closes after a refusal)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(raw)
-        response = b""
-        with trio.fail_after(5):
-            while b"\r\n\r\n" not in response or not response.startswith(b"HTTP/1.1 101"):
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    break
-                response += chunk
-    return response
 
 
 @pytest.mark.parametrize(
@@ -80,9 +65,7 @@ async def test_bad_upgrades_are_refused_with_a_status_and_a_reason(
         assert response.startswith(f"HTTP/1.1 {status} ".encode()), response
         assert says in response
         assert b"Connection: close" in response
-        assert (await exchange(port, upgrade_request())).startswith(
-            b"HTTP/1.1 101"
-        )  # still serving
+        await hoomi.still_serving()
 
 
 @pytest.mark.parametrize(
@@ -137,3 +120,25 @@ async def test_a_request_trickling_in_a_byte_at_a_time_is_accepted(tmp_path: pat
             with trio.fail_after(5):
                 head = await stream.receive_some(1024)
         assert head.startswith(b"HTTP/1.1 101 ")
+
+
+async def test_nothing_before_the_session_exists_can_end_the_server(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with running_server(tmp_path, hello_timeout_ms=200) as hoomi:
+        port = hoomi.server.ports[0]
+        idle = await trio.open_tcp_stream("127.0.0.1", port)  # never upgrades
+        reset = await trio.open_tcp_stream("127.0.0.1", port)
+        await reset.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        reset.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        await reset.aclose()  # RST in the middle of the upgrade
+        idna = await trio.open_tcp_stream("127.0.0.1", port)
+        await idna.send_all(upgrade_request(drop=("Host",), add=("Host: xn--zz",)))
+        lf_only = await trio.open_tcp_stream("127.0.0.1", port)
+        await lf_only.send_all(upgrade_request().replace(b"\r\n", b"\n"))
+        with trio.fail_after(5):
+            assert (await lf_only.receive_some(12)).startswith(b"HTTP/1.1 101")
+            assert await idle.receive_some(10) == b""  # closed at the hello deadline
+        for stream in (idle, idna, lf_only):
+            await stream.aclose()
+        await hoomi.still_serving()

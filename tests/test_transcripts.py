@@ -8,18 +8,16 @@ agnostic `hoomi.conformance.transcripts`, which speaks the protocol with its own
 from __future__ import annotations
 
 import pathlib
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal
 
-import jwt
 import pytest
 import trio
 
 import broken
 from conftest import SPEC
-from harness import SECRET, WRONG_SECRET, Running, running_server
+from harness import SECRET, WRONG_SECRET, Running, mint, running_server
 from hoomi.conformance import (
     Outcome,
     Result,
@@ -29,7 +27,6 @@ from hoomi.conformance import (
     load_transcripts,
     match,
     run_transcript,
-    unsigned_jwt,
 )
 from hoomi.conformance.monitor import InvariantBroken, SeqMonitor
 from hoomi.conformance.users import unique_ids, with_users
@@ -92,15 +89,15 @@ class InProcessBackend:
         await self._stopped.wait()
 
     async def mint(self, sub: str, spec: TokenSpec) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {"sub": sub, "iat": now}
-        if spec.exp_in_s is not None:
-            claims["exp"] = now + spec.exp_in_s
-        if spec.nbf_in_s is not None:
-            claims["nbf"] = now + spec.nbf_in_s
-        if spec.alg == "none":
-            return unsigned_jwt(claims)
-        return jwt.encode(claims, SECRET if spec.key == "valid" else WRONG_SECRET, "HS256")
+        now = self.running.server.wall()
+        return mint(
+            sub,
+            ttl_s=spec.exp_in_s,
+            secret=SECRET if spec.key == "valid" else WRONG_SECRET,
+            alg="none" if spec.alg == "none" else "HS256",
+            now=now,
+            **({} if spec.nbf_in_s is None else {"nbf": int(now) + spec.nbf_in_s}),
+        )
 
     async def create_conversation(
         self, kind: str, members: Sequence[str], title: str | None
