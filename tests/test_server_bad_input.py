@@ -223,11 +223,11 @@ async def test_too_many_connections_for_one_user(tmp_path: pathlib.Path) -> None
 
 
 async def test_a_client_that_never_reads_is_closed_as_a_slow_consumer(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, tls: bool
 ) -> None:
     settings = {"outbox_size": 4, "max_text_chars": 60_000, "rate_per_s": 1e6, "rate_burst": 10_000}
-    async with scene(tmp_path, **settings) as (hoomi, cid):
-        stalled = await RawClient.open(hoomi.server.ports[0])
+    async with scene(tmp_path, tls=tls, **settings) as (hoomi, cid):
+        stalled = await hoomi.raw()
         hello = orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
         await stalled.send_frame(0x1, hello)
         bob = await hoomi.connect("bob")
@@ -258,9 +258,11 @@ async def test_a_client_that_vanishes_goes_offline(tmp_path: pathlib.Path) -> No
         await bystanders_still_chat(hoomi)
 
 
-async def test_a_silent_peer_is_closed_after_three_heartbeats(tmp_path: pathlib.Path) -> None:
-    async with scene(tmp_path, heartbeat_interval_ms=200) as (hoomi, _):
-        silent = await RawClient.open(hoomi.server.ports[0])
+async def test_a_silent_peer_is_closed_after_three_heartbeats(
+    tmp_path: pathlib.Path, tls: bool
+) -> None:
+    async with scene(tmp_path, tls=tls, heartbeat_interval_ms=200) as (hoomi, _):
+        silent = await hoomi.raw()
         started = trio.current_time()
         await silent.send_frame(
             0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
@@ -315,10 +317,10 @@ async def test_garbage_counts_against_the_rate_limit(tmp_path: pathlib.Path) -> 
 
 
 async def test_a_peer_that_never_answers_the_close_is_cut_off_after_close_timeout(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, tls: bool
 ) -> None:
-    async with scene(tmp_path, close_timeout_ms=300) as (hoomi, _):
-        raw = await RawClient.open(hoomi.server.ports[0])
+    async with scene(tmp_path, tls=tls, close_timeout_ms=300) as (hoomi, _):
+        raw = await hoomi.raw()
         await raw.send_frame(
             0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("alice")})
         )

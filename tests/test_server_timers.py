@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from harness import SECRET, RawClient, mint, running_server
+from harness import SECRET, mint, running_server
 
 
 @pytest.fixture
@@ -70,11 +70,11 @@ async def test_token_warning_refresh_and_expiry(
 
 @pytest.mark.requirement("HOOMI-LIVE-1")
 async def test_heartbeats_keep_live_clients_and_drop_silent_ones(
-    tmp_path: pathlib.Path, clock: trio.testing.MockClock
+    tmp_path: pathlib.Path, clock: trio.testing.MockClock, tls: bool
 ) -> None:
-    async with running_server(tmp_path) as hoomi:
+    async with running_server(tmp_path, tls=tls) as hoomi:
         lively = await hoomi.connect("alice")  # trio-websocket answers pings by itself
-        silent = await RawClient.open(hoomi.server.ports[0])
+        silent = await hoomi.raw()
         await silent.send_frame(
             0x1, orjson.dumps({"type": "hello", "id": "h", "token": mint("bob")})
         )
