@@ -1,6 +1,6 @@
-"""Shared test fixtures: where the spec lives, `tls` (a test over plain TCP and TLS), a count
-of the system's writev calls, the net under every test: it fails on an error the code logged
-that the test did not declare (see errorlog.py), and the check that
+"""Shared test fixtures: where the spec lives, `tls` (a test over plain TCP and TLS), a mock
+`clock`, a count of the system's writev calls, the net under every test: it fails on an error
+the code logged that the test did not declare (see errorlog.py), and the check that
 ``@pytest.mark.requirement`` names real ids."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
+import trio.testing
 
 import errorlog
 
@@ -48,6 +49,14 @@ def tls(request: pytest.FixtureRequest) -> bool:
     every write queued, no Cork)."""
     value: bool = request.param
     return value
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """A mock clock for the test's Trio run (pytest-trio uses a fixture that is a clock).
+    It jumps only after 10 ms of real idleness, so the store's worker threads (during which
+    every task is blocked) do not make time leap."""
+    return trio.testing.MockClock(autojump_threshold=0.01)
 
 
 @pytest.fixture

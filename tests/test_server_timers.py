@@ -1,8 +1,5 @@
-"""Timers on a mock clock: typing expiry, token warning/refresh/expiry, heartbeats.
-
-The clock jumps only after 10 ms of real idleness, so the store's worker threads (during
-which every task is blocked) never make time leap; waits here cost no real time.
-"""
+"""Timers on a mock clock (conftest's `clock`): typing expiry, token warning/refresh/expiry,
+heartbeats. Waits here cost no real time."""
 
 from __future__ import annotations
 
@@ -16,11 +13,6 @@ import trio
 import trio.testing
 
 from harness import SECRET, mint, running_server
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.01)
 
 
 @pytest.mark.requirement("HOOMI-TYPING-1", "HOOMI-TYPING-3")
