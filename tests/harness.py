@@ -63,7 +63,11 @@ async def open_stream(
     sock = trio.socket.socket()
     if receive_buffer is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    await sock.connect(("127.0.0.1", port))
+    try:
+        await sock.connect(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
     stream = trio.SocketStream(sock)
     if ssl_context is None:
         return stream
