@@ -1,6 +1,7 @@
-"""Shared test fixtures: where the spec lives, a count of the system's writev calls, the
-net under every test: it fails on an error the code logged that the test did not declare
-(see errorlog.py), and the check that ``@pytest.mark.requirement`` names real ids."""
+"""Shared test fixtures: where the spec lives, `tls` (a test over plain TCP and TLS), a mock
+`clock`, a count of the system's writev calls, the net under every test: it fails on an error
+the code logged that the test did not declare (see errorlog.py), and the check that
+``@pytest.mark.requirement`` names real ids."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
+import trio.testing
 
 import errorlog
 
@@ -38,6 +40,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 problems.append(f"{item.nodeid}: unknown requirement ids {unknown}")
     if problems:
         raise pytest.UsageError("\n".join(sorted(set(problems))))
+
+
+@pytest.fixture(params=[False, True], ids=["tcp", "tls"])
+def tls(request: pytest.FixtureRequest) -> bool:
+    """Run the test over plain TCP and over TLS (ids ``[tcp]``, ``[tls]``): pass it to
+    `running_server(tls=...)` where TLS takes the server down another I/O path (no raw fd,
+    every write queued, no Cork)."""
+    value: bool = request.param
+    return value
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """A mock clock for the test's Trio run (pytest-trio uses a fixture that is a clock).
+    It jumps only after 10 ms of real idleness, so the store's worker threads (during which
+    every task is blocked) do not make time leap."""
+    return trio.testing.MockClock(autojump_threshold=0.01)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import itertools
 import os
 import pathlib
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import jwt
 import orjson
 import trio
 import trio_websocket
+import trustme
 
 import errorlog
 from hoomi.server.admin import serve_admin
@@ -70,19 +73,52 @@ async def eventually(
             await trio.sleep(every)
 
 
+def tls_files(tmp_path: pathlib.Path) -> tuple[dict[str, Any], ssl.SSLContext]:
+    """Server settings for a fresh certificate for 127.0.0.1 (PEM files in `tmp_path`), and
+    a client context that trusts it."""
+    authority = trustme.CA()
+    cert = authority.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    return {"tls_cert": str(cert_file), "tls_key": str(key_file)}, context
+
+
+async def open_stream(
+    port: int, ssl_context: ssl.SSLContext | None = None, *, receive_buffer: int | None = None
+) -> trio.abc.Stream:
+    """A TCP connection to 127.0.0.1:`port`, inside TLS with `ssl_context` (the handshake
+    runs with the first send or receive), with a `receive_buffer` of that many bytes."""
+    sock = trio.socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    try:
+        await sock.connect(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    stream = trio.SocketStream(sock)
+    if ssl_context is None:
+        return stream
+    return trio.SSLStream(stream, ssl_context, server_hostname="127.0.0.1")
+
+
 @attrs.define
 class Running:
     server: Server
     store: SqliteStore
-    url: str
+    url: str  # ws://127.0.0.1:<port>/, or wss:// with `tls=True`
     nursery: trio.Nursery  # where the clients' background tasks run
     clients: list[Client] = attrs.field(factory=list)
     admin_url: str | None = None  # http://127.0.0.1:<port> with `admin=True`
     admin_token: str | None = None
+    ssl_context: ssl.SSLContext | None = None  # trusts the server's certificate (`tls=True`)
 
     async def connect(self, user: str | None = None, **hello: Any) -> Client:
         """Open a client; with `user`, also say hello and read the welcome into `welcome`."""
-        client = await Client.open(self.nursery, self.url)
+        client = await Client.open(self.nursery, self.url, ssl_context=self.ssl_context)
         self.clients.append(client)
         if user is not None:
             await client.hello(self.mint(user), **hello)
@@ -111,13 +147,31 @@ class Running:
         await sender.aclose()
         await receiver.aclose()
 
+    async def stream(self, *, receive_buffer: int | None = None) -> trio.abc.Stream:
+        """A connection to the server, in TLS if it serves TLS (see `open_stream`)."""
+        return await open_stream(
+            self.server.ports[0], self.ssl_context, receive_buffer=receive_buffer
+        )
+
+    async def raw(self, subprotocol: str = "hoomi.v1") -> RawClient:
+        """A `RawClient`, upgraded, over TLS if the server serves TLS."""
+        return await RawClient.open_on(await self.stream(), subprotocol)
+
 
 @asynccontextmanager
 async def running_server(
-    tmp_path: pathlib.Path, database: str = "hoomi.db", *, admin: bool = False, **settings: Any
+    tmp_path: pathlib.Path,
+    database: str = "hoomi.db",
+    *,
+    admin: bool = False,
+    tls: bool = False,
+    **settings: Any,
 ) -> AsyncIterator[Running]:
     """A server on 127.0.0.1 with a free port and SQLite in `tmp_path`. Its wall clock
     follows Trio's clock, so tests on a MockClock move token expiry too.
+
+    With `tls`, it serves WSS with a fresh certificate (`tls_files`): `Running.connect`,
+    `Running.raw` and `Running.stream` connect over TLS.
 
     With `admin`, the admin API listens too (on a free port, token `ADMIN_TOKEN` and user
     token minting unless given): `Running.admin_url` and `Running.admin_token`."""
@@ -127,6 +181,10 @@ async def running_server(
         settings.setdefault("admin_token", ADMIN_TOKEN)
         settings.setdefault("mint_tokens", True)
     settings.setdefault("port", 0)
+    ssl_context = None
+    if tls:
+        tls_settings, ssl_context = tls_files(tmp_path)
+        settings.update(tls_settings)
     config = Settings(database=str(tmp_path / database), jwt_secret=SECRET, **settings).check()
     store = SqliteStore(
         config.database,
@@ -152,10 +210,11 @@ async def running_server(
                 running = Running(
                     server,
                     store,
-                    f"ws://127.0.0.1:{server.ports[0]}/",
+                    f"{'wss' if tls else 'ws'}://127.0.0.1:{server.ports[0]}/",
                     clients,
                     admin_url=admin_url,
                     admin_token=config.admin_token if admin else None,
+                    ssl_context=ssl_context,
                 )
                 yield running
                 with trio.move_on_after(2):
@@ -256,9 +315,13 @@ class Client:
         nursery: trio.Nursery,
         url: str,
         subprotocols: list[str] | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Client:
         offered = ["hoomi.v1"] if subprotocols is None else subprotocols
-        ws = await trio_websocket.connect_websocket_url(nursery, url, subprotocols=offered)
+        ws = await trio_websocket.connect_websocket_url(
+            nursery, url, ssl_context=ssl_context, subprotocols=offered
+        )
         return cls(ws)
 
     async def send(self, frame: dict[str, Any] | str) -> None:
@@ -346,13 +409,18 @@ class RawClient:
     """A hand-rolled WebSocket client for frames no library will send (bad UTF-8, broken
     framing) and for peers that go silent or vanish."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.buffer = b""
 
     @classmethod
     async def open(cls, port: int, subprotocol: str = "hoomi.v1") -> RawClient:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        """Upgraded, over plain TCP (`Running.raw` speaks TLS to a TLS server)."""
+        return await cls.open_on(await open_stream(port), subprotocol)
+
+    @classmethod
+    async def open_on(cls, stream: trio.abc.Stream, subprotocol: str = "hoomi.v1") -> RawClient:
+        """Upgrade `stream` to a WebSocket offering `subprotocol`."""
         request = upgrade_request(
             drop=("Sec-WebSocket-Protocol",), add=(f"Sec-WebSocket-Protocol: {subprotocol}",)
         )
@@ -360,7 +428,7 @@ class RawClient:
 
     @classmethod
     async def upgrade(
-        cls, stream: trio.SocketStream, request: bytes | None = None, *, early: bytes = b""
+        cls, stream: trio.abc.Stream, request: bytes | None = None, *, early: bytes = b""
     ) -> RawClient:
         """Upgrade `stream` with `request` (`upgrade_request()` by default) followed in the
         same write by `early` bytes, and read the 101 response."""

@@ -25,8 +25,10 @@ from hoomi.server.store import MemberView
     "HOOMI-READ-2",
     "HOOMI-PRESENCE-2",
 )
-async def test_two_clients_authenticate_chat_and_see_each_other(tmp_path: pathlib.Path) -> None:
-    async with running_server(tmp_path) as hoomi:
+async def test_two_clients_authenticate_chat_and_see_each_other(
+    tmp_path: pathlib.Path, tls: bool
+) -> None:
+    async with running_server(tmp_path, tls=tls) as hoomi:
         dm = await hoomi.store.create_conversation(
             kind="direct", members=["alice", "bob"], title=None, now_ms=0
         )
@@ -139,6 +141,32 @@ async def test_a_commit_of_several_messages_reaches_each_member_in_one_write(
         own = [await alice.recv() for _ in range(6)]
         assert sorted(f["type"] for f in own) == ["ack"] * 3 + ["message"] * 3
         assert sorted(writev_calls) == [3, 6]
+
+
+@pytest.mark.requirement("HOOMI-DELIVER-1")
+async def test_fan_out_delivers_every_frame_to_every_member_in_order(
+    tmp_path: pathlib.Path, tls: bool
+) -> None:
+    # On TCP a commit's report is corked and written with writev; over TLS every write is
+    # queued (no raw fd, no Cork) and the writer sends what piled up in one go. Either way
+    # each member gets every message in order and the sender every ack.
+    async with running_server(tmp_path, tls=tls) as hoomi:
+        members = ["alice", "bob", "carol"]
+        group = await hoomi.server.create_conversation(kind="group", members=members)
+        alice, bob, carol = [await hoomi.connect(user) for user in members]
+        for client in (alice, alice, bob):  # bob came online, then carol
+            await client.expect("presence")
+        count = 20
+        await _sends(alice, group.conversation_id, count)
+        frames = [await alice.recv() for _ in range(2 * count)]
+        acks = [f["id"] for f in frames if f["type"] == "ack"]
+        assert acks == [f"s{n}" for n in range(count)]
+        for client in (alice, bob, carol):
+            got = frames if client is alice else [await client.recv() for _ in range(count)]
+            events = [f for f in got if f["type"] != "ack"]
+            assert [(e["type"], e["message"]["seq"], e["message"]["text"]) for e in events] == [
+                ("message", n + 1, f"m{n}") for n in range(count)
+            ]
 
 
 async def _sends(client: Client, cid: str, count: int) -> None:

@@ -5,7 +5,6 @@ but upgraded after it is closed with going_away (1001) like every session."""
 from __future__ import annotations
 
 import pathlib
-import socket
 
 import orjson
 import pytest
@@ -26,8 +25,10 @@ async def assert_refused(port: int) -> None:
 
 
 @pytest.mark.requirement("HOOMI-CLOSE-2")
-async def test_a_draining_server_refuses_new_tcp_connections(tmp_path: pathlib.Path) -> None:
-    async with running_server(tmp_path) as hoomi:
+async def test_a_draining_server_refuses_new_tcp_connections(
+    tmp_path: pathlib.Path, tls: bool
+) -> None:
+    async with running_server(tmp_path, tls=tls) as hoomi:
         port = hoomi.server.ports[0]
         alice = await hoomi.connect("alice")
         hoomi.server.drain()
@@ -37,14 +38,14 @@ async def test_a_draining_server_refuses_new_tcp_connections(tmp_path: pathlib.P
 
 @pytest.mark.requirement("HOOMI-CLOSE-2")
 async def test_a_connection_accepted_before_a_drain_is_upgraded_then_closed_with_1001(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, tls: bool
 ) -> None:
-    async with running_server(tmp_path) as hoomi:
+    async with running_server(tmp_path, tls=tls) as hoomi:
         port = hoomi.server.ports[0]
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = await hoomi.stream()
         async with stream:
             # Every task blocked again: the server has accepted the socket and waits for the
-            # upgrade request.
+            # upgrade request (over TLS, for the handshake before it).
             await trio.testing.wait_all_tasks_blocked(cushion=0.05)
             hoomi.server.drain()
             await trio.testing.wait_all_tasks_blocked(cushion=0.05)
@@ -55,18 +56,15 @@ async def test_a_connection_accepted_before_a_drain_is_upgraded_then_closed_with
 
 @pytest.mark.requirement("HOOMI-CLOSE-2")
 async def test_a_drain_delivers_what_is_queued_then_closes_with_1001(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, tls: bool
 ) -> None:
     # HOOMI-CLOSE-2 promises the close comes "after delivering what is queued": bob reads
     # nothing until his frames wait in the server's outbox (his receive buffer is tiny, so
     # the kernel holds little), then the drain starts, then he reads them all, in order.
-    async with running_server(tmp_path) as hoomi:
+    async with running_server(tmp_path, tls=tls) as hoomi:
         server = hoomi.server
         group = await server.create_conversation(kind="group", members=["bob"])
-        sock = trio.socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await sock.connect(("127.0.0.1", server.ports[0]))
-        bob = await RawClient.upgrade(trio.SocketStream(sock))
+        bob = await RawClient.upgrade(await hoomi.stream(receive_buffer=4096))
         async with bob.stream:
             await bob.hello(mint("bob"))
             [session] = server.by_user["bob"]

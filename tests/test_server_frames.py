@@ -8,11 +8,11 @@ import orjson
 import pytest
 import trio
 
-from harness import RawClient, hello_frame, mint, running_server
+from harness import RawClient, Running, hello_frame, mint, running_server
 
 
-async def _ready(port: int) -> RawClient:
-    raw = await RawClient.open(port)
+async def _ready(hoomi: Running) -> RawClient:
+    raw = await hoomi.raw()
     await raw.hello(mint("alice"))
     return raw
 
@@ -21,7 +21,7 @@ async def test_fragmented_text_messages_are_reassembled_and_pings_answered(
     tmp_path: pathlib.Path,
 ) -> None:
     async with running_server(tmp_path) as hoomi:
-        raw = await _ready(hoomi.server.ports[0])
+        raw = await _ready(hoomi)
         frame = '{"type":"ping","id":"p-ü"}'.encode()
         await raw.send_frame(0x1, frame[:5], fin=False)
         await raw.send_frame(0x9, b"are you there")  # a ping between fragments
@@ -67,7 +67,7 @@ async def test_broken_frames_close_with_the_right_code(
     tmp_path: pathlib.Path, frames: list[tuple[int, bytes, dict[str, object]]], code: int
 ) -> None:
     async with running_server(tmp_path) as hoomi:
-        raw = await _ready(hoomi.server.ports[0])
+        raw = await _ready(hoomi)
         for opcode, payload, options in frames:
             await raw.send_frame(opcode, payload, **options)  # type: ignore[arg-type]
         assert await raw.close_code() == code
@@ -77,10 +77,12 @@ async def test_broken_frames_close_with_the_right_code(
 
 
 async def test_an_oversized_frame_is_skipped_not_buffered_and_the_close_completes(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, tls: bool
 ) -> None:
-    async with running_server(tmp_path, max_frame_bytes=2048, close_timeout_ms=30_000) as hoomi:
-        raw = await _ready(hoomi.server.ports[0])
+    async with running_server(
+        tmp_path, tls=tls, max_frame_bytes=2048, close_timeout_ms=30_000
+    ) as hoomi:
+        raw = await _ready(hoomi)
         # Announce 50 kB but send only the start: the server refuses it from the header.
         header = bytes([0x81, 0x80 | 126]) + (50_000).to_bytes(2, "big") + b"\0\0\0\0"
         await raw.stream.send_all(header + b"x" * 1000)
@@ -116,7 +118,7 @@ async def test_a_burst_larger_than_one_read_is_answered_in_full_and_in_order(
     async with running_server(
         tmp_path, rate_per_s=100_000, rate_burst=100_000, outbox_size=2 * count
     ) as hoomi:
-        raw = await _ready(hoomi.server.ports[0])
+        raw = await _ready(hoomi)
         key = b"\x01\x02\x03\x04"
         burst = bytearray()
         for i in range(count):
@@ -141,13 +143,18 @@ async def test_a_burst_larger_than_one_read_is_answered_in_full_and_in_order(
         await raw.aclose()
 
 
-async def test_a_close_without_a_code_is_answered_without_one(tmp_path: pathlib.Path) -> None:
+async def test_a_close_without_a_code_is_answered_without_one(
+    tmp_path: pathlib.Path, tls: bool
+) -> None:
     # An empty close means "no status" (1005 to the application), and 1005 must never be
-    # put on the wire (RFC 6455 7.4.1): the answer is an empty close too.
-    async with running_server(tmp_path) as hoomi:
-        raw = await _ready(hoomi.server.ports[0])
+    # put on the wire (RFC 6455 7.4.1): the answer is an empty close too, and then the
+    # server ends the connection.
+    async with running_server(tmp_path, tls=tls) as hoomi:
+        raw = await _ready(hoomi)
         await raw.send_frame(0x8, b"")
         assert await raw.next_frame() == (0x8, b"")
+        with trio.fail_after(5):
+            assert await raw.stream.receive_some(10) == b""
         await raw.aclose()
 
 

@@ -1,8 +1,5 @@
-"""Timers on a mock clock: typing expiry, token warning/refresh/expiry, heartbeats.
-
-The clock jumps only after 10 ms of real idleness, so the store's worker threads (during
-which every task is blocked) never make time leap; waits here cost no real time.
-"""
+"""Timers on a mock clock (conftest's `clock`): typing expiry, token warning/refresh/expiry,
+heartbeats. Waits here cost no real time."""
 
 from __future__ import annotations
 
@@ -12,12 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from harness import RawClient, running_server
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.01)
+from harness import running_server
 
 
 @pytest.mark.requirement("HOOMI-TYPING-1", "HOOMI-TYPING-3")
@@ -61,11 +53,11 @@ async def test_token_warning_refresh_and_expiry(
 
 @pytest.mark.requirement("HOOMI-LIVE-1")
 async def test_heartbeats_keep_live_clients_and_drop_silent_ones(
-    tmp_path: pathlib.Path, clock: trio.testing.MockClock
+    tmp_path: pathlib.Path, clock: trio.testing.MockClock, tls: bool
 ) -> None:
-    async with running_server(tmp_path) as hoomi:
+    async with running_server(tmp_path, tls=tls) as hoomi:
         lively = await hoomi.connect("alice")  # trio-websocket answers pings by itself
-        silent = await RawClient.open(hoomi.server.ports[0])
+        silent = await hoomi.raw()
         await silent.hello(hoomi.mint("bob"), welcome=False)
         started = trio.current_time()
         assert await silent.close_code(within=120) == 4008

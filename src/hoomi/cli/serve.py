@@ -23,12 +23,13 @@ import attrs
 import trio
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hoomi.cli.chat import dev_file
 from hoomi.server import logs
 from hoomi.server.admin import serve_admin
 from hoomi.server.auth import TokenVerifier, load_public_keys
-from hoomi.server.config import FIELDS, ConfigError, Settings, load
+from hoomi.server.config import FIELDS, ConfigError, Settings, load, tls_context
 from hoomi.server.fanout import LocalFanout
 from hoomi.server.server import Server
 from hoomi.server.sqlite_store import SqliteStore
@@ -90,8 +91,10 @@ def serve(
     try:
         settings = load(config, overrides)
         verifier = _verifier(settings)
+        tls_context(settings)  # refuse a bad file now, not from inside the running server
     except ConfigError as error:
-        console.print(f"[red]Error:[/red] {error}")
+        # Escaped and unwrapped: a path in the sentence must come out whole ("[x]" is markup).
+        console.print(f"[red]Error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
     logs.configure(settings.log_level, settings.log_format)
     pathlib.Path(settings.database).parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import ssl
 import tomllib
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -158,6 +159,44 @@ class Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both tls_cert and tls_key.")
         return self
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context from `tls_cert` and `tls_key` (None without TLS), or
+    `ConfigError` naming the file that does not load and what to do about it."""
+    cert, key = settings.tls_cert, settings.tls_key
+    if cert is None or key is None:
+        return None
+    for what, name, path in (("certificate", "tls_cert", cert), ("key", "tls_key", key)):
+        try:
+            pathlib.Path(path).read_bytes()
+        except OSError as error:
+            raise ConfigError(
+                f"Cannot read the TLS {what} file {path}: {error.strerror}; "
+                f"set {name} (--{name.replace('_', '-')}) to a PEM file."
+            ) from None
+    try:
+        # Alone, so that a failure names the file at fault (load_cert_chain cannot tell).
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        raise ConfigError(
+            f"The TLS certificate file {cert} holds no PEM certificate; "
+            "set tls_cert (--tls-cert) to a PEM file."
+        ) from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"The TLS key file {key} is not the key of the certificate in {cert}; "
+                "set tls_key (--tls-key) to the certificate's key."
+            ) from None
+        raise ConfigError(
+            f"The TLS key file {key} holds no PEM private key; "
+            "set tls_key (--tls-key) to a PEM file."
+        ) from None
+    return context
 
 
 _converter = cattrs.Converter()

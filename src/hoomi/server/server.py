@@ -15,7 +15,6 @@ caller then closes the store. Acked messages are already durable.
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -39,7 +38,7 @@ from hoomi.protocol import messages as m
 
 from . import logs
 from .auth import TokenError, TokenVerifier
-from .config import Settings
+from .config import Settings, tls_context
 from .fanout import Fanout
 from .metrics import Metrics
 from .session import Session
@@ -116,18 +115,19 @@ class Server:
     async def serve(
         self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Listen and serve until `shutdown`; reports itself (with `ports`) once listening."""
+        """Listen and serve until `shutdown`; reports itself (with `ports`) once listening.
+        Raises `ConfigError` if the TLS files do not load."""
         warm_up()  # the codec's one-time costs, before the first client rather than on it
         settings = self.settings
+        context = tls_context(settings)  # first: a bad file must not leave sockets open
         tcp = await trio.open_tcp_listeners(settings.port, host=settings.host)
         self.ports = sorted({listener.socket.getsockname()[1] for listener in tcp})
         listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
-        tls = bool(settings.tls_cert and settings.tls_key)
-        if settings.tls_cert and settings.tls_key:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if context is not None:
             listeners = [trio.SSLListener(listener, context) for listener in tcp]
-        handler: Callable[[trio.abc.Stream], Awaitable[None]] = partial(self._connection, tls=tls)
+        handler: Callable[[trio.abc.Stream], Awaitable[None]] = partial(
+            self._connection, tls=context is not None
+        )
         async with trio.open_nursery() as outer:
             outer.start_soon(self._timers)
             async with trio.open_nursery() as connections:

@@ -258,10 +258,12 @@ class Session:
             incoming = await self.ws.receive()
             state = self.machine.state
             if isinstance(incoming, Closed):
-                if state is State.CLOSING:
-                    await self.ws.flushed()
-                else:
+                if state is not State.CLOSING:
                     self.fire(Event.PEER_CLOSED)
+                    self._arm_close_timeout()
+                # What is queued goes out before the socket closes: over TLS every write
+                # is queued, the transport's answer to this close among them.
+                await self.ws.flushed()
                 return
             if state is State.CLOSING:
                 continue  # the close is decided; frames after it are ignored
