@@ -140,8 +140,9 @@ class ServeProcess:
         with trio.fail_after(within):
             return await self.process.wait()
 
-    async def _announced(self, within: float = 20) -> None:
-        """Read the ports it announces on stderr; fail if it exits first."""
+    async def _announced(self, within: float = 40) -> None:
+        """Read the ports it announces on stderr; fail if it exits first. (Its imports
+        alone took over 20 s on 2 cores at a load average of 29.)"""
         with trio.fail_after(within):
             while True:
                 text = self.log.read_text(errors="replace")
