@@ -254,8 +254,9 @@ class ServeProcess:
         with trio.fail_after(within):
             return await self.process.wait()
 
-    async def _announced(self, within: float = 20) -> None:
-        """Read the ports it announces on stderr; fail if it exits first."""
+    async def _announced(self, within: float = 40) -> None:
+        """Read the ports it announces on stderr; fail if it exits first. (Its imports
+        alone took over 20 s on 2 cores at a load average of 29.)"""
 
         def announced() -> bool:
             text = self.log.read_text(errors="replace")
@@ -272,16 +273,19 @@ class ServeProcess:
 
 @asynccontextmanager
 async def serve_process(
-    database: pathlib.Path, *args: str, **env: str
+    database: pathlib.Path, *args: str, secret: str | None = SECRET, **env: str
 ) -> AsyncIterator[ServeProcess]:
     """`hoomi serve --port 0 --admin-port 0 ARGS` as its own process, with the token secret
-    `SECRET` and SQLite at `database` (more `HOOMI_*` settings in `env`), once it announced
+    `secret` (None: none, as for ``--dev``) and SQLite at `database` (more `HOOMI_*` settings
+    in `env`), once it announced
     both ports. Its stderr goes to a file next to the database (a pipe nobody reads would
     stall it). Killed on exit unless it has exited. When the test ends, a traceback or a
     `level=error` line in that log fails it unless declared (`expect_errors`)."""
     log = database.parent / f"serve-{next(_logs)}.log"
     errorlog.watch(f"hoomi serve's log {log.name}", log)
-    environment = {**os.environ, "HOOMI_JWT_SECRET": SECRET, "HOOMI_DATABASE": str(database)}
+    environment = {**os.environ, "HOOMI_DATABASE": str(database)}
+    if secret is not None:
+        environment["HOOMI_JWT_SECRET"] = secret
     command = [sys.executable, "-m", "hoomi.cli.main", "serve", "--port", "0"]
     with log.open("wb") as sink:
         process = await trio.lowlevel.open_process(

@@ -1,5 +1,7 @@
-"""The collector policy (ADR 7): sessions leave no reference cycles, so freezing what a full
-collection found alive cannot leak a finished session."""
+"""Memory that stays bounded. The collector policy (ADR 7): sessions leave no reference
+cycles, so freezing what a full collection found alive cannot leak a finished session. The
+server's own maps: last_seen keeps the newest LAST_SEEN_MAX users, published seqs are
+forgotten once no hello can need them."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import trio.testing
 
 from harness import RawClient, mint, running_server
 from hoomi.cli.serve import tune_gc
+from hoomi.server import server as server_module
 
 
 @pytest.fixture
@@ -98,3 +101,54 @@ def test_tune_gc_freezes_what_a_full_collection_keeps() -> None:
         gc.unfreeze()
         gc.callbacks[:] = [cb for cb in gc.callbacks if cb.__module__ != "hoomi.cli.serve"]
         gc.set_threshold(*thresholds)
+
+
+async def test_last_seen_forgets_the_user_gone_longest_beyond_its_bound(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "LAST_SEEN_MAX", 2)
+    async with running_server(tmp_path) as hoomi:
+        members = ["watcher", "u1", "u2", "u3"]
+        await hoomi.server.create_conversation(kind="group", members=members)
+        watcher = await hoomi.connect("watcher")
+        seen: dict[str, int] = {}
+        for user in ("u1", "u2", "u1", "u3"):  # u1 leaves again: newer than u2 now
+            client = await hoomi.connect(user)
+            assert (await watcher.expect("presence"))["status"] == "online"
+            await client.aclose()
+            offline = await watcher.expect("presence")
+            assert (offline["user_id"], offline["status"]) == (user, "offline")
+            seen[user] = offline["last_seen"]
+        query = await watcher.request("presence_query", user_ids=["u1", "u2", "u3"])
+        assert query["users"] == [
+            {"user_id": "u1", "status": "offline", "last_seen": seen["u1"]},
+            {"user_id": "u2", "status": "offline"},  # forgotten: no last_seen, nothing wrong
+            {"user_id": "u3", "status": "offline", "last_seen": seen["u3"]},
+        ]
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    # Jumps after 10 ms of real idleness only: the store's threads do not make time leap.
+    return trio.testing.MockClock(autojump_threshold=0.01)
+
+
+async def test_a_published_seq_is_forgotten_after_the_hello_deadline_and_nothing_breaks(
+    tmp_path: pathlib.Path, clock: trio.testing.MockClock
+) -> None:
+    async with running_server(tmp_path, hello_timeout_ms=10_000) as hoomi:
+        server = hoomi.server
+        group = await server.create_conversation(kind="group", members=["alice", "bob"])
+        cid = group.conversation_id
+        alice = await hoomi.connect("alice")
+        await alice.request("send", conversation_id=cid, client_msg_id="k1", text="one")
+        await trio.sleep(5)  # younger than the hello deadline: a hello may still need it
+        assert server.published_seq[cid][0] == 1
+        await trio.sleep(7)  # older than it, plus the scheduler's tick
+        assert cid not in server.published_seq
+        bob = await hoomi.connect("bob")  # the seq comes from the store now
+        assert bob.welcome["conversations"][0]["latest_seq"] == 1
+        ack = await alice.request("send", conversation_id=cid, client_msg_id="k2", text="two")
+        assert ack["seq"] == 2
+        message = (await bob.expect("message", skip=("presence",)))["message"]
+        assert (message["seq"], message["text"]) == (2, "two")

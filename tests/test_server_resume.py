@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pathlib
 import signal
+from typing import Any
 
 import pytest
 import trio
 
-from harness import Client, mint, running_server, serve_process
+from harness import Client, hello_frame, mint, running_server, serve_process
+from hoomi.server.store import Page
 
 
 @pytest.mark.requirement("HOOMI-RESUME-2", "HOOMI-DELIVER-2")
@@ -143,3 +145,42 @@ async def test_a_long_replay_does_not_close_a_client_that_reads(tmp_path: pathli
         alice = await hoomi.connect("alice", resume=[{"conversation_id": cid, "after_seq": 0}])
         seqs = [(await alice.expect("message"))["message"]["seq"] for _ in range(600)]
         assert seqs == list(range(1, 601))
+
+
+@pytest.mark.requirement("HOOMI-RESUME-2", "HOOMI-DELIVER-3")
+@pytest.mark.parametrize("live", [4, 5])
+async def test_live_messages_held_during_a_replay_are_bounded_by_the_outbox(
+    tmp_path: pathlib.Path, live: int
+) -> None:
+    # While a replay reads the store, live messages of its conversation are held, to follow
+    # it in order: at most outbox_size of them (4 here); one more is a slow consumer (4005).
+    async with running_server(tmp_path, outbox_size=4) as hoomi:
+        server = hoomi.server
+        group = await server.create_conversation(kind="group", members=["alice"])
+        cid = group.conversation_id
+        await server.post(cid, "missed")
+        reading, release = trio.Event(), trio.Event()
+        history = server.store.history
+
+        async def held_up(conversation_id: str, **page: Any) -> Page:
+            reading.set()
+            await release.wait()
+            return await history(conversation_id, **page)
+
+        server.store.history = held_up  # type: ignore[method-assign]
+        alice = await hoomi.connect()
+        await alice.send(
+            hello_frame(mint("alice"), resume=[{"conversation_id": cid, "after_seq": 0}])
+        )
+        assert (await alice.expect("welcome"))["conversations"][0]["latest_seq"] == 1
+        await reading.wait()
+        for i in range(live):
+            await server.post(cid, f"live {i}")  # returns once fanned out: held
+        if live == 5:
+            assert await alice.closed() == 4005
+            release.set()
+            return
+        release.set()
+        seqs = [(await alice.expect("message"))["message"]["seq"] for _ in range(5)]
+        assert seqs == [1, 2, 3, 4, 5]
+        assert (await alice.request("ping"))["type"] == "pong"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pathlib
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -65,3 +66,40 @@ async def test_heartbeats_keep_live_clients_and_drop_silent_ones(
         await silent.aclose()
         await trio.sleep(100)
         assert (await lively.request("ping"))["type"] == "pong"
+
+
+async def test_stats_rates_are_the_traffic_of_the_last_ten_seconds(
+    tmp_path: pathlib.Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # Time stands still but for the jumps: the scheduler samples the counters once a
+    # second; one sample 10 s after the last one is the whole average (weight 1).
+    async with running_server(tmp_path, admin=True) as hoomi:
+        group = await hoomi.server.create_conversation(kind="group", members=["alice", "bob"])
+        alice = await hoomi.connect("alice")
+        bob = await hoomi.connect("bob")
+
+        async def rates_after(seconds: float) -> tuple[float, float, float]:
+            mock_clock.jump(seconds)
+            await trio.testing.wait_all_tasks_blocked()  # the scheduler took its sample
+            headers = {"Authorization": f"Bearer {hoomi.admin_token}"}
+            async with httpx.AsyncClient(base_url=str(hoomi.admin_url), headers=headers) as api:
+                stats = (await api.get("/v1/stats")).json()
+            return (
+                stats["messages_in_per_s"],
+                stats["messages_out_per_s"],
+                stats["deliveries_per_s"],
+            )
+
+        await rates_after(1)  # the first sample: what came before is not counted
+        for i in range(30):
+            ack = await alice.request(
+                "send", conversation_id=group.conversation_id, client_msg_id=f"k{i}", text="hi"
+            )
+            assert ack["type"] == "ack"
+        for _ in range(30):
+            await bob.expect("message", skip=("presence",))
+        # 30 sends in, 30 acks out, each message delivered to both members, over 10 s.
+        assert await rates_after(10) == (3.0, 3.0, 6.0)
+        # Smoothed over ~10 s: 5 quiet seconds halve the rates, 10 more clear them.
+        assert await rates_after(5) == (1.5, 1.5, 3.0)
+        assert await rates_after(10) == (0.0, 0.0, 0.0)

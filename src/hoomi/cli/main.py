@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import jwt
 import orjson
 import typer
 from rich.console import Console
@@ -57,10 +58,29 @@ def token(
         typer.Option("--secret", envvar="HOOMI_JWT_SECRET", help="The server's HS256 secret."),
     ],
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds.")] = 3600,
+    issuer: Annotated[
+        str | None,
+        typer.Option("--issuer", envvar="HOOMI_JWT_ISSUER", help="The `iss` the server needs."),
+    ] = None,
+    audience: Annotated[
+        str | None,
+        typer.Option("--audience", envvar="HOOMI_JWT_AUDIENCE", help="The `aud` the server needs."),
+    ] = None,
 ) -> None:
     """Print an HS256 user token (development and tests; production tokens come from your
     backend)."""
-    typer.echo(mint_hs256(secret, user, ttl_s=ttl))
+    if not 1 <= len(user) <= 128:
+        _refuse(f"the user id must be 1-128 characters (got {len(user)}).")
+    try:
+        minted = mint_hs256(secret, user, ttl_s=ttl, issuer=issuer, audience=audience)
+    except jwt.InvalidKeyError:
+        _refuse("--secret looks like a PEM or SSH key: give the server's HS256 jwt_secret.")
+    typer.echo(minted)
+
+
+def _refuse(sentence: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]Error:[/red] {sentence}", soft_wrap=True)
+    raise typer.Exit(2)
 
 
 register_serve(app)

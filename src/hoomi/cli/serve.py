@@ -7,6 +7,7 @@ the options are generated from the settings class so that none can be forgotten.
 
 from __future__ import annotations
 
+import errno
 import gc
 import inspect
 import json
@@ -14,10 +15,11 @@ import os
 import pathlib
 import secrets
 import signal
+import socket
 import types
 import typing
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import attrs
 import trio
@@ -35,6 +37,8 @@ from hoomi.server.server import Server
 from hoomi.server.sqlite_store import SqliteStore
 
 console = Console(stderr=True)
+E = TypeVar("E", bound=BaseException)
+T = TypeVar("T")
 
 
 def _option_type(field: attrs.Attribute[Any]) -> Any:
@@ -100,9 +104,13 @@ def serve(
     pathlib.Path(settings.database).parent.mkdir(parents=True, exist_ok=True)
     try:
         trio.run(_run, settings, verifier, dev)
-    except (OSError, BaseExceptionGroup) as failure:
+    except (CannotListen, OSError, BaseExceptionGroup) as failure:
         # A listener that cannot bind fails inside a nursery: look into the group.
-        bind_error = _os_error(failure)
+        cannot_listen = _found(failure, CannotListen)
+        if cannot_listen is not None:
+            console.print(f"[red]Error:[/red] {cannot_listen}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        bind_error = _found(failure, OSError)
         if bind_error is None:
             raise
         console.print(
@@ -113,15 +121,41 @@ def serve(
         raise typer.Exit(1) from None
 
 
-def _os_error(failure: BaseException) -> OSError | None:
-    if isinstance(failure, OSError):
+class CannotListen(Exception):
+    """A listener could not bind its address: one sentence naming it and what to do."""
+
+
+def _found(failure: BaseException, kind: type[E]) -> E | None:
+    """`failure` if it is a `kind`, else the first `kind` in its exception group."""
+    if isinstance(failure, kind):
         return failure
     if isinstance(failure, BaseExceptionGroup):
         for inner in failure.exceptions:
-            found = _os_error(inner)
+            found = _found(inner, kind)
             if found is not None:
                 return found
     return None
+
+
+async def _listening(start: Awaitable[T], what: str, host: str, port: int, flags: str) -> T:
+    """`start`'s value (a `nursery.start` of a listener); its failure to bind becomes
+    `CannotListen`, saying what to change (`flags`: "" or "admin-", the options' prefix).
+    Other errors (an unreadable TLS certificate) pass."""
+    try:
+        return await start
+    except (OSError, BaseExceptionGroup) as failure:
+        error = _found(failure, OSError)
+        if error is None:
+            raise
+        if error.errno == errno.EADDRINUSE:
+            todo = f"stop what uses that port or choose another with --{flags}port"
+        elif error.errno == errno.EADDRNOTAVAIL or isinstance(error, socket.gaierror):
+            todo = f"give --{flags}host an address of this machine"
+        else:
+            raise
+        raise CannotListen(
+            f"cannot listen for {what} on {_host(host)}:{port}: {error.strerror}; {todo}."
+        ) from None
 
 
 def _verifier(settings: Settings) -> TokenVerifier:
@@ -183,13 +217,25 @@ async def _run(settings: Settings, verifier: TokenVerifier, dev: bool) -> None:
     try:
         server = Server(settings, store, LocalFanout(), verifier)
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            admin_port = await nursery.start(serve_admin, server)
+            await _listening(
+                nursery.start(server.serve),
+                "WebSocket connections",
+                settings.host,
+                settings.port,
+                "",
+            )
+            admin_port = await _listening(
+                nursery.start(serve_admin, server),
+                "the admin API",
+                settings.admin_host,
+                settings.admin_port,
+                "admin-",
+            )
             tune_gc()  # start-up is done: the codec warmed up, both listeners bound
+            if dev:  # before the announcements: once they are out, `hoomi chat` finds it
+                written = _write_dev_file(settings, server, admin_port)
             _announce(settings, server, dev)
             _announce_admin(settings, admin_port, dev)
-            if dev:
-                written = _write_dev_file(settings, server, admin_port)
             nursery.start_soon(_stop_on_signal, server)
             await server.wait_stopped()
             nursery.cancel_scope.cancel()
@@ -227,10 +273,6 @@ def _write_dev_file(settings: Settings, server: Server, admin_port: int) -> path
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         json.dump(info, file)
-    console.print(
-        "  chat: hoomi chat alice --with bob   (another terminal: hoomi chat bob --with alice)",
-        soft_wrap=True,
-    )
     return path
 
 
@@ -267,7 +309,8 @@ def _announce_admin(settings: Settings, port: int, dev: bool) -> None:
         console.print(
             f"  admin token: {settings.admin_token}\n"
             f"  HOOMI_ADMIN_URL={url} HOOMI_ADMIN_TOKEN={settings.admin_token} "
-            "hoomi-admin sessions list",
+            "hoomi-admin sessions list\n"
+            "  chat: hoomi chat alice --with bob   (another terminal: hoomi chat bob --with alice)",
             soft_wrap=True,
         )
 

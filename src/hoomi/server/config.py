@@ -28,14 +28,20 @@ def default_database() -> str:
     return str(pathlib.Path(base) / "hoomi" / "hoomi.db")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+Range = Literal["positive", "non-negative", "port"]
+
+
+def _help(text: str, range_: Range | None = None) -> dict[str, str]:
+    """A field's metadata: its help, and for a number the range `Settings.check` enforces."""
+    return {"help": text} if range_ is None else {"help": text, "range": range_}
 
 
 @attrs.frozen(kw_only=True)
 class Settings:
     host: str = attrs.field(default="127.0.0.1", metadata=_help("Address to listen on."))
-    port: int = attrs.field(default=8765, metadata=_help("WebSocket port (0 picks a free one)."))
+    port: int = attrs.field(
+        default=8765, metadata=_help("WebSocket port (0 picks a free one).", "port")
+    )
     path: str = attrs.field(default="/", metadata=_help("WebSocket path."))
     database: str = attrs.field(
         factory=default_database, metadata=_help("SQLite database file (created if missing).")
@@ -46,7 +52,9 @@ class Settings:
     )
     sqlite_commit_window_ms: float = attrs.field(
         default=5.0,
-        metadata=_help("At most one SQLite commit per this many ms; writes within share it."),
+        metadata=_help(
+            "At most one SQLite commit per this many ms; writes within share it.", "non-negative"
+        ),
     )
     jwt_secret: str | None = attrs.field(
         default=None, metadata=_help("HS256 shared secret for user tokens.")
@@ -56,7 +64,9 @@ class Settings:
     )
     jwt_issuer: str | None = attrs.field(default=None, metadata=_help("Required token `iss`."))
     jwt_audience: str | None = attrs.field(default=None, metadata=_help("Required token `aud`."))
-    jwt_leeway_s: float = attrs.field(default=5.0, metadata=_help("Clock skew allowed (s)."))
+    jwt_leeway_s: float = attrs.field(
+        default=5.0, metadata=_help("Clock skew allowed (s).", "non-negative")
+    )
     allowed_origin: tuple[str, ...] = attrs.field(
         default=(),
         metadata=_help(
@@ -64,35 +74,59 @@ class Settings:
             "an Origin header (non-browser clients) are always allowed."
         ),
     )
-    max_frame_bytes: int = attrs.field(default=65536, metadata=_help("Largest client frame."))
-    max_text_chars: int = attrs.field(default=4000, metadata=_help("Longest message text."))
-    rate_per_s: float = attrs.field(default=20.0, metadata=_help("Requests/s per connection."))
-    rate_burst: int = attrs.field(default=40, metadata=_help("Request burst per connection."))
-    max_connections_per_user: int = attrs.field(default=16, metadata=_help("Sessions per user."))
-    hello_timeout_ms: int = attrs.field(default=10_000, metadata=_help("Hello deadline (ms)."))
-    history_page_max: int = attrs.field(default=100, metadata=_help("Largest history page."))
-    replay_max: int = attrs.field(default=1000, metadata=_help("Most messages replayed."))
+    max_frame_bytes: int = attrs.field(
+        default=65536, metadata=_help("Largest client frame.", "positive")
+    )
+    max_text_chars: int = attrs.field(
+        default=4000, metadata=_help("Longest message text.", "positive")
+    )
+    rate_per_s: float = attrs.field(
+        default=20.0, metadata=_help("Requests/s per connection.", "positive")
+    )
+    rate_burst: int = attrs.field(
+        default=40, metadata=_help("Request burst per connection.", "positive")
+    )
+    max_connections_per_user: int = attrs.field(
+        default=16, metadata=_help("Sessions per user.", "positive")
+    )
+    hello_timeout_ms: int = attrs.field(
+        default=10_000, metadata=_help("Hello deadline (ms).", "positive")
+    )
+    history_page_max: int = attrs.field(
+        default=100, metadata=_help("Largest history page.", "positive")
+    )
+    replay_max: int = attrs.field(
+        default=1000, metadata=_help("Most messages replayed.", "non-negative")
+    )
     outbox_size: int = attrs.field(
-        default=1024, metadata=_help("Frames queued per session before it is a slow consumer.")
+        default=1024,
+        metadata=_help("Frames queued per session before it is a slow consumer.", "positive"),
     )
     outbox_bytes: int = attrs.field(
         default=8 * 1024 * 1024,
-        metadata=_help("Bytes queued per session before it is a slow consumer."),
+        metadata=_help("Bytes queued per session before it is a slow consumer.", "positive"),
     )
-    heartbeat_interval_ms: int = attrs.field(default=25_000, metadata=_help("WebSocket pings."))
+    heartbeat_interval_ms: int = attrs.field(
+        default=25_000, metadata=_help("WebSocket pings.", "positive")
+    )
     token_warning_ms: int = attrs.field(
-        default=60_000, metadata=_help("Send token_expiring this long before expiry (ms).")
+        default=60_000,
+        metadata=_help("Send token_expiring this long before expiry (ms).", "non-negative"),
     )
-    typing_ttl_ms: int = attrs.field(default=5_000, metadata=_help("Typing expiry (ms)."))
-    close_timeout_ms: int = attrs.field(default=5_000, metadata=_help("Close handshake (ms)."))
+    typing_ttl_ms: int = attrs.field(
+        default=5_000, metadata=_help("Typing expiry (ms).", "positive")
+    )
+    close_timeout_ms: int = attrs.field(
+        default=5_000, metadata=_help("Close handshake (ms).", "positive")
+    )
     drain_timeout_ms: int = attrs.field(
-        default=10_000, metadata=_help("Shutdown: time to flush outboxes (ms).")
+        default=10_000, metadata=_help("Shutdown: time to flush outboxes (ms).", "non-negative")
     )
     admin_host: str = attrs.field(
         default="127.0.0.1", metadata=_help("Admin/server API address (keep it private).")
     )
     admin_port: int = attrs.field(
-        default=8766, metadata=_help("Admin/server API port (0 picks a free one).")
+        default=8766, metadata=_help("Admin/server API port (0 picks a free one).", "port")
     )
     admin_token: str | None = attrs.field(
         default=None,
@@ -114,39 +148,19 @@ class Settings:
 
     def check(self) -> Settings:
         """Return self, or raise `ConfigError` naming the first bad setting."""
-        positive = [
-            "max_frame_bytes",
-            "max_text_chars",
-            "rate_per_s",
-            "rate_burst",
-            "max_connections_per_user",
-            "hello_timeout_ms",
-            "history_page_max",
-            "outbox_size",
-            "outbox_bytes",
-            "heartbeat_interval_ms",
-            "typing_ttl_ms",
-            "close_timeout_ms",
-        ]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be greater than 0 (got {getattr(self, name)}).")
-        for name in (
-            "replay_max",
-            "token_warning_ms",
-            "drain_timeout_ms",
-            "jwt_leeway_s",
-            "sqlite_commit_window_ms",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative (got {getattr(self, name)}).")
-        for name in ("port", "admin_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise ConfigError(
-                    f"{name} must be between 0 and 65535 (got {getattr(self, name)})."
-                )
+        for field in attrs.fields(Settings):
+            value, range_ = getattr(self, field.name), field.metadata.get("range")
+            if range_ == "positive" and value <= 0:
+                raise ConfigError(f"{field.name} must be greater than 0 (got {value}).")
+            if range_ == "non-negative" and value < 0:
+                raise ConfigError(f"{field.name} must not be negative (got {value}).")
+            if range_ == "port" and not 0 <= value <= 65535:
+                raise ConfigError(f"{field.name} must be between 0 and 65535 (got {value}).")
         if self.admin_token is not None and len(self.admin_token) < 16:
-            raise ConfigError("admin_token must be at least 16 characters.")
+            raise ConfigError(
+                f"admin_token must be at least 16 characters (got {len(self.admin_token)}): "
+                "use a long random string."
+            )
         if not self.path.startswith("/"):
             raise ConfigError(f"path must start with '/' (got {self.path!r}).")
         if self.max_frame_bytes < 1024:
@@ -157,7 +171,10 @@ class Settings:
                 "or run `hoomi serve --dev` for a throwaway development secret."
             )
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("TLS needs both tls_cert and tls_key.")
+            given, missing = (
+                ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            )
+            raise ConfigError(f"{given} is set but {missing} is not: TLS needs both.")
         return self
 
 
