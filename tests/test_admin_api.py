@@ -17,6 +17,7 @@ from typing import Any, Final, cast
 import attrs
 import httpx
 import orjson
+import psutil
 import pytest
 import trio
 from jsonschema import Draft202012Validator
@@ -232,10 +233,21 @@ async def test_without_an_admin_token_the_v1_api_is_disabled_and_says_how_to_ena
 
 async def test_the_admin_listener_binds_loopback_by_default(tmp_path: pathlib.Path) -> None:
     assert Settings(jwt_secret="x" * 32).admin_host == "127.0.0.1"
-    async with running_server(tmp_path, admin=True) as running:
-        assert running.server.settings.admin_host == "127.0.0.1"
+    async with running_server(tmp_path, admin=True) as running, admin_api(running) as api:
+        assert conforms(await api.get("/healthz")) == {"status": "ok"}
         assert running.admin_url is not None
-        assert running.admin_url.startswith("http://127.0.0.1:")
+        port = int(running.admin_url.rsplit(":", 1)[1])
+        # The socket itself: one listener on that port, bound to loopback, not to all
+        # interfaces (0.0.0.0 or ::) ...
+        bound = [
+            tuple(c.laddr)
+            for c in psutil.Process().net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        ]
+        assert bound == [("127.0.0.1", port)]
+        # ... so another loopback address, which a wildcard bind would answer, is refused.
+        with trio.socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+            await sock.connect(("127.0.0.2", port))
 
 
 async def test_unknown_endpoints_and_methods_answer_json_errors(tmp_path: pathlib.Path) -> None:
