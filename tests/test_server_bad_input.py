@@ -42,6 +42,7 @@ async def bystanders_still_chat(hoomi: Running) -> None:
     await dave.aclose()
 
 
+@pytest.mark.requirement("HOOMI-REQ-2", "HOOMI-ERR-2", "HOOMI-WIRE-4")
 async def test_non_json_and_malformed_requests_get_errors_with_paths(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -65,6 +66,7 @@ async def test_non_json_and_malformed_requests_get_errors_with_paths(
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-WIRE-2")
 async def test_binary_frame_closes_with_unsupported_data(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         alice = await hoomi.connect("alice")
@@ -73,6 +75,7 @@ async def test_binary_frame_closes_with_unsupported_data(tmp_path: pathlib.Path)
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-WIRE-2")
 async def test_invalid_utf8_closes_with_invalid_payload(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         raw = await RawClient.open(hoomi.server.ports[0])
@@ -82,6 +85,7 @@ async def test_invalid_utf8_closes_with_invalid_payload(tmp_path: pathlib.Path) 
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-WIRE-2")
 async def test_broken_framing_closes_with_protocol_error(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         raw = await RawClient.open(hoomi.server.ports[0])
@@ -91,6 +95,7 @@ async def test_broken_framing_closes_with_protocol_error(tmp_path: pathlib.Path)
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-WIRE-5")
 async def test_frame_over_the_limit_closes_with_too_big(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, max_frame_bytes=2048) as (hoomi, cid):
         alice = await hoomi.connect("alice")
@@ -108,6 +113,7 @@ async def test_frame_over_the_limit_closes_with_too_big(tmp_path: pathlib.Path) 
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-SEND-4")
 async def test_text_over_max_text_chars_is_too_large_and_not_stored(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, max_text_chars=10) as (hoomi, cid):
         alice = await hoomi.connect("alice")
@@ -117,6 +123,7 @@ async def test_text_over_max_text_chars_is_too_large_and_not_stored(tmp_path: pa
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-HELLO-1")
 async def test_a_request_before_hello_closes_with_protocol_violation(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -127,6 +134,7 @@ async def test_a_request_before_hello_closes_with_protocol_violation(
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-HELLO-1")
 async def test_a_second_hello_is_invalid_state(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         alice = await hoomi.connect("alice")
@@ -135,6 +143,7 @@ async def test_a_second_hello_is_invalid_state(tmp_path: pathlib.Path) -> None:
         assert (await alice.request("ping"))["type"] == "pong"
 
 
+@pytest.mark.requirement("HOOMI-WIRE-1")
 async def test_no_subprotocol_is_told_why_and_closed(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         client = await Client.open(hoomi.nursery, hoomi.url, subprotocols=[])
@@ -144,6 +153,7 @@ async def test_no_subprotocol_is_told_why_and_closed(tmp_path: pathlib.Path) -> 
 
 
 @pytest.mark.parametrize("action", ["send", "history", "typing", "read"])
+@pytest.mark.requirement("HOOMI-CONV-2")
 async def test_membership_is_checked_on_every_action(tmp_path: pathlib.Path, action: str) -> None:
     every: dict[str, dict[str, Any]] = {
         "send": {"client_msg_id": "k", "text": "hi"},
@@ -180,6 +190,7 @@ async def test_membership_is_checked_on_every_action(tmp_path: pathlib.Path, act
     ],
     ids=["wrong-key", "expired", "alg-none", "not-yet-valid", "malformed", "no-exp"],
 )
+@pytest.mark.requirement("HOOMI-HELLO-2")
 async def test_refused_tokens(tmp_path: pathlib.Path, token: Any, code: str, close: int) -> None:
     async with scene(tmp_path) as (hoomi, _):
         client = await hoomi.connect()
@@ -190,6 +201,7 @@ async def test_refused_tokens(tmp_path: pathlib.Path, token: Any, code: str, clo
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-LIMIT-2")
 async def test_a_flood_is_rate_limited_then_closed(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, rate_per_s=1, rate_burst=3) as (hoomi, _):
         alice = await hoomi.connect("alice")
@@ -213,6 +225,7 @@ async def test_a_flood_is_rate_limited_then_closed(tmp_path: pathlib.Path) -> No
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-HELLO-5")
 async def test_too_many_connections_for_one_user(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, max_connections_per_user=1) as (hoomi, _):
         first = await hoomi.connect("alice")
@@ -222,6 +235,7 @@ async def test_too_many_connections_for_one_user(tmp_path: pathlib.Path) -> None
         assert (await first.request("ping"))["type"] == "pong"
 
 
+@pytest.mark.requirement("HOOMI-DELIVER-3")
 async def test_a_client_that_never_reads_is_closed_as_a_slow_consumer(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -258,6 +272,7 @@ async def test_a_client_that_vanishes_goes_offline(tmp_path: pathlib.Path) -> No
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-LIVE-1")
 async def test_a_silent_peer_is_closed_after_three_heartbeats(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, heartbeat_interval_ms=200) as (hoomi, _):
         silent = await RawClient.open(hoomi.server.ports[0])
@@ -274,6 +289,7 @@ async def test_a_silent_peer_is_closed_after_three_heartbeats(tmp_path: pathlib.
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-HELLO-4")
 async def test_no_hello_in_time_closes_with_hello_timeout(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, hello_timeout_ms=200) as (hoomi, _):
         client = await hoomi.connect()
@@ -281,6 +297,7 @@ async def test_no_hello_in_time_closes_with_hello_timeout(tmp_path: pathlib.Path
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-WIRE-5")
 async def test_before_welcome_a_frame_over_16_kb_closes_with_too_big(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -301,6 +318,7 @@ async def test_before_welcome_a_frame_over_16_kb_closes_with_too_big(
         await bystanders_still_chat(hoomi)
 
 
+@pytest.mark.requirement("HOOMI-LIMIT-2")
 async def test_garbage_counts_against_the_rate_limit(tmp_path: pathlib.Path) -> None:
     # Frames that do not decode cost a token too: a flood of garbage ends like any flood.
     async with scene(tmp_path, rate_per_s=1, rate_burst=3) as (hoomi, _):
