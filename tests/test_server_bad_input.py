@@ -318,7 +318,6 @@ async def test_before_welcome_a_frame_over_16_kb_closes_with_too_big(
         await bystanders_still_chat(hoomi)
 
 
-@pytest.mark.requirement("HOOMI-LIMIT-2")
 async def test_garbage_counts_against_the_rate_limit(tmp_path: pathlib.Path) -> None:
     # Frames that do not decode cost a token too: a flood of garbage ends like any flood.
     async with scene(tmp_path, rate_per_s=1, rate_burst=3) as (hoomi, _):
