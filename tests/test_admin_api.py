@@ -531,6 +531,7 @@ async def test_bad_conversation_bodies_are_refused_naming_the_field(
         assert field in error["message"]
 
 
+@pytest.mark.requirement("HOOMI-CONV-1")
 async def test_conversation_errors_map_to_their_statuses(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -566,6 +567,7 @@ async def test_conversation_errors_map_to_their_statuses(
         assert conforms(unavailable)["error"]["code"] == "unavailable"
 
 
+@pytest.mark.requirement("HOOMI-CONV-4")
 async def test_a_posted_system_message_reaches_members_with_a_seq(tmp_path: pathlib.Path) -> None:
     async with running_server(tmp_path, admin=True) as running, admin_api(running) as api:
         cid = await group(api, "alice", "bob")

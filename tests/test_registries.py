@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from conftest import SPEC
 from hoomi.protocol import CloseCode, ErrorCode
@@ -13,6 +14,7 @@ def test_error_codes_equal_the_registry() -> None:
     assert [e["code"] for e in registry] == [c.value for c in ErrorCode]
 
 
+@pytest.mark.requirement("HOOMI-CLOSE-1")
 def test_close_codes_equal_the_registry_with_their_reconnect_marks() -> None:
     registry = orjson.loads((SPEC / "close-codes.json").read_bytes())["close_codes"]
     assert [(c["code"], c["name"], c["action"]) for c in registry] == [

@@ -24,6 +24,7 @@ async def scene(tmp_path: pathlib.Path, **settings: Any) -> AsyncIterator[tuple[
         yield hoomi, dm.conversation_id
 
 
+@pytest.mark.requirement("HOOMI-REQ-2", "HOOMI-ERR-2", "HOOMI-WIRE-4")
 async def test_non_json_and_malformed_requests_get_errors_with_paths(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -47,6 +48,7 @@ async def test_non_json_and_malformed_requests_get_errors_with_paths(
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-WIRE-2")
 async def test_binary_frame_closes_with_unsupported_data(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         alice = await hoomi.connect("alice")
@@ -55,6 +57,7 @@ async def test_binary_frame_closes_with_unsupported_data(tmp_path: pathlib.Path)
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-WIRE-2")
 async def test_invalid_utf8_closes_with_invalid_payload(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         raw = await RawClient.open(hoomi.server.ports[0])
@@ -64,6 +67,7 @@ async def test_invalid_utf8_closes_with_invalid_payload(tmp_path: pathlib.Path) 
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-WIRE-2")
 async def test_broken_framing_closes_with_protocol_error(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         raw = await RawClient.open(hoomi.server.ports[0])
@@ -73,6 +77,7 @@ async def test_broken_framing_closes_with_protocol_error(tmp_path: pathlib.Path)
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-WIRE-5")
 async def test_frame_over_the_limit_closes_with_too_big(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, max_frame_bytes=2048) as (hoomi, cid):
         alice = await hoomi.connect("alice")
@@ -90,6 +95,7 @@ async def test_frame_over_the_limit_closes_with_too_big(tmp_path: pathlib.Path) 
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-SEND-4")
 async def test_text_over_max_text_chars_is_too_large_and_not_stored(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, max_text_chars=10) as (hoomi, cid):
         alice = await hoomi.connect("alice")
@@ -99,6 +105,7 @@ async def test_text_over_max_text_chars_is_too_large_and_not_stored(tmp_path: pa
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-HELLO-1")
 async def test_a_request_before_hello_closes_with_protocol_violation(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -109,6 +116,7 @@ async def test_a_request_before_hello_closes_with_protocol_violation(
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-HELLO-1")
 async def test_a_second_hello_is_invalid_state(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         alice = await hoomi.connect("alice")
@@ -117,6 +125,7 @@ async def test_a_second_hello_is_invalid_state(tmp_path: pathlib.Path) -> None:
         assert (await alice.request("ping"))["type"] == "pong"
 
 
+@pytest.mark.requirement("HOOMI-WIRE-1")
 async def test_no_subprotocol_is_told_why_and_closed(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path) as (hoomi, _):
         client = await Client.open(hoomi.nursery, hoomi.url, subprotocols=[])
@@ -126,6 +135,7 @@ async def test_no_subprotocol_is_told_why_and_closed(tmp_path: pathlib.Path) -> 
 
 
 @pytest.mark.parametrize("action", ["send", "history", "typing", "read"])
+@pytest.mark.requirement("HOOMI-CONV-2")
 async def test_membership_is_checked_on_every_action(tmp_path: pathlib.Path, action: str) -> None:
     every: dict[str, dict[str, Any]] = {
         "send": {"client_msg_id": "k", "text": "hi"},
@@ -156,6 +166,7 @@ async def test_membership_is_checked_on_every_action(tmp_path: pathlib.Path, act
     ],
     ids=["wrong-key", "expired", "alg-none", "not-yet-valid", "malformed", "no-exp"],
 )
+@pytest.mark.requirement("HOOMI-HELLO-2")
 async def test_refused_tokens(tmp_path: pathlib.Path, token: Any, code: str, close: int) -> None:
     async with scene(tmp_path) as (hoomi, _):
         client = await hoomi.connect()
@@ -171,6 +182,7 @@ async def test_refused_tokens(tmp_path: pathlib.Path, token: Any, code: str, clo
 SLOW_REFILL = {"rate_per_s": 0.01, "rate_burst": 3}
 
 
+@pytest.mark.requirement("HOOMI-LIMIT-2")
 async def test_a_flood_is_rate_limited_then_closed(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, **SLOW_REFILL) as (hoomi, _):
         alice = await hoomi.connect("alice")
@@ -194,6 +206,7 @@ async def test_a_flood_is_rate_limited_then_closed(tmp_path: pathlib.Path) -> No
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-HELLO-5")
 async def test_too_many_connections_for_one_user(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, max_connections_per_user=1) as (hoomi, _):
         first = await hoomi.connect("alice")
@@ -203,6 +216,7 @@ async def test_too_many_connections_for_one_user(tmp_path: pathlib.Path) -> None
         assert (await first.request("ping"))["type"] == "pong"
 
 
+@pytest.mark.requirement("HOOMI-DELIVER-3")
 async def test_a_client_that_never_reads_is_closed_as_a_slow_consumer(
     tmp_path: pathlib.Path, tls: bool
 ) -> None:
@@ -244,6 +258,7 @@ async def test_a_client_that_vanishes_goes_offline(tmp_path: pathlib.Path) -> No
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-LIVE-1")
 async def test_a_silent_peer_is_closed_after_three_heartbeats(
     tmp_path: pathlib.Path, tls: bool, clock: trio.testing.MockClock
 ) -> None:
@@ -261,6 +276,7 @@ async def test_a_silent_peer_is_closed_after_three_heartbeats(
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-HELLO-4")
 async def test_no_hello_in_time_closes_with_hello_timeout(tmp_path: pathlib.Path) -> None:
     async with scene(tmp_path, hello_timeout_ms=200) as (hoomi, _):
         client = await hoomi.connect()
@@ -268,6 +284,7 @@ async def test_no_hello_in_time_closes_with_hello_timeout(tmp_path: pathlib.Path
         await hoomi.still_serving()
 
 
+@pytest.mark.requirement("HOOMI-WIRE-5")
 async def test_before_welcome_a_frame_over_16_kb_closes_with_too_big(
     tmp_path: pathlib.Path,
 ) -> None:

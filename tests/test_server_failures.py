@@ -17,6 +17,7 @@ class Boom(RuntimeError):
 
 
 @pytest.mark.expect_errors(request_failed=Boom)
+@pytest.mark.requirement("HOOMI-ERR-3")
 async def test_a_failing_request_gets_internal_and_the_connection_stays(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -34,6 +35,7 @@ async def test_a_failing_request_gets_internal_and_the_connection_stays(
 
 
 @pytest.mark.expect_errors(session_failed=Boom)
+@pytest.mark.requirement("HOOMI-ERR-3")
 async def test_a_failing_connection_closes_with_1011_and_others_go_on(
     tmp_path: pathlib.Path,
 ) -> None:

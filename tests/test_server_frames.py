@@ -63,6 +63,7 @@ async def test_fragmented_text_messages_are_reassembled_and_pings_answered(
         "binary",
     ],
 )
+@pytest.mark.requirement("HOOMI-WIRE-2")
 async def test_broken_frames_close_with_the_right_code(
     tmp_path: pathlib.Path, frames: list[tuple[int, bytes, dict[str, object]]], code: int
 ) -> None:

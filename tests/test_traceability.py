@@ -1,14 +1,12 @@
 """The requirement traceability table (docs/traceability.md, tools/tracegen.py) is current,
-reads the markers the way pytest does, and shows every requirement exercised."""
+reads the markers the way pytest does, and has a marked test for every requirement."""
 
 from __future__ import annotations
 
 import ast
 import shutil
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
 
 import pytest
 
@@ -17,10 +15,6 @@ from conftest import requirement_ids
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import tracegen  # noqa: E402
-
-# Ids exercised by nothing that runs (no transcript, no client-kit scenario, no marked
-# test), each with the reason. Keep it empty: cover an id rather than list it here.
-UNEXERCISED: Final[Mapping[str, str]] = {}
 
 
 def test_traceability_md_is_current() -> None:
@@ -49,11 +43,31 @@ def test_check_names_a_stale_table(tmp_path: Path) -> None:
     assert tracegen.stale(tmp_path) == [Path("docs/traceability.md")]
 
 
-def test_every_requirement_is_exercised() -> None:
+def test_every_requirement_is_verified_by_a_marked_test() -> None:
+    """Transcripts and client-kit scenarios do not count, and nothing is exempt."""
     traces = tracegen.trace()
     assert set(traces) == requirement_ids()
-    unexercised = {r for r, t in traces.items() if not t.exercised}
-    assert unexercised == set(UNEXERCISED)
+    assert tracegen.untested() == []
+
+
+def test_an_id_without_a_marked_test_fails_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for part in ("spec", "tests", "src/hoomi/conformance"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    only = [
+        path
+        for path in (tmp_path / "tests").rglob("test_*.py")
+        if '"HOOMI-STATE-1"' in path.read_text(encoding="utf-8")
+    ]
+    assert only, "HOOMI-STATE-1 is marked somewhere"
+    for path in only:
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace('"HOOMI-STATE-1"', '"HOOMI-CLOSE-1"'), encoding="utf-8")
+    assert tracegen.untested(tmp_path) == ["HOOMI-STATE-1"]
+    monkeypatch.setattr(tracegen, "untested", lambda: ["HOOMI-STATE-1"])
+    assert tracegen.main(["--check"]) == 1
+    assert capsys.readouterr().err == "no marked test verifies HOOMI-STATE-1\n"
 
 
 def test_every_marker_is_read_by_the_generator() -> None:

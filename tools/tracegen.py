@@ -3,6 +3,9 @@
     python tools/tracegen.py          # (re)write docs/traceability.md
     python tools/tracegen.py --check  # write nothing; exit 1 if it is stale
 
+Either way it exits 1 when a requirement id has no marked test: transcripts and client-kit
+scenarios are listed but do not count, and there is no exemption list.
+
 Sources, all read statically so that ``--check`` needs no test run and no import of Hoomi:
 the transcripts and examples under ``spec/v1`` (their ``requirements``), the client-kit
 scenarios (the ``ScenarioSpec(...)`` calls in ``src/hoomi/conformance/scenarios.py``) and the
@@ -238,9 +241,18 @@ def stale(root: Path = ROOT) -> list[Path]:
     return gendocs.stale(root, render)
 
 
+def untested(root: Path = ROOT) -> list[str]:
+    """Requirement ids (in spec order) that no ``@pytest.mark.requirement`` test names."""
+    return [req_id for req_id, entry in trace(root).items() if not entry.tests]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     description = __doc__.splitlines()[0] if __doc__ else None
-    return gendocs.main(argv, render, description=description, fresh="traceability is up to date")
+    status = gendocs.main(argv, render, description=description, fresh="traceability is up to date")
+    if missing := untested():
+        print(f"no marked test verifies {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return status
 
 
 if __name__ == "__main__":
