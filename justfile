@@ -22,11 +22,12 @@ lint:
     {{bin}}/ruff format --check .
     {{bin}}/mypy
 
-# Lint, check that generated docs are fresh, run the whole test suite.
+# Lint, check that generated docs are fresh, run the whole test suite (two workers: most
+# tests wait on sockets and timers, so two share the 2 cores well; `just test -n 0` for one).
 test *args: lint
     {{bin}}/python tools/gendocs.py --check
     {{bin}}/python tools/tracegen.py --check
-    {{bin}}/python -m pytest {{args}}
+    {{bin}}/python -m pytest -n 2 {{args}}
 
 # Regenerate docs/protocol.md and docs/state-machine.mmd from spec/, and docs/traceability.md.
 docs:
