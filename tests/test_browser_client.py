@@ -15,27 +15,30 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import orjson
 import pytest
 import trio
+from playwright.sync_api import sync_playwright
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
 import errorlog
+from harness import mint, running_server
 from hoomi.cli import conformance as cli
 from hoomi.conformance import Outcome
 from hoomi.conformance import Result as ScenarioResult
 from hoomi.conformance.kit import AdapterProcess, run_kit
 from hoomi.conformance.scenarios import scenarios
 from hoomi.web.adapter import HOST_ENV
-from hoomi.web.browser import chromium_path
+from hoomi.web.browser import Files, chromium_path
 
 TESTS = pathlib.Path(__file__).resolve().parent
 WEB = TESTS.parent / "src" / "hoomi" / "web"
@@ -178,6 +181,212 @@ async def test_page_errors_reach_the_adapters_stderr_at_level_error(
     assert sorted(e.event for e in logged) == ["browser_console_error", "browser_page_error"]
     assert 'text="planted console error"' in text
     assert "planted uncaught error" in text
+
+
+# -- against the real server -----------------------------------------------------------------
+
+# The page script of each test below: `arg` has the server's URL and tokens; it returns
+# what the page saw. It runs after `import * as hoomi from "./hoomi-client.js"`.
+CHAT = """async ({ url, alice, bob, cid }) => {
+  const seen = { alice: [], bob: [] };
+  const a = hoomi.connect(url, { token: alice });
+  const b = hoomi.connect(url, { tokenProvider: async () => bob });
+  for (const [name, c] of [["alice", a], ["bob", b]]) {
+    for (const type of ["state", "message", "typing", "presence", "receipt", "error"]) {
+      c.on(type, (d) => seen[name].push([type, type === "state" ? d.state :
+        type === "message" ? [d.seq, d.sender_id, d.text] :
+        type === "typing" ? [d.user_id, d.active] :
+        type === "presence" ? [d.user_id, d.status] :
+        type === "receipt" ? [d.user_id, d.seq] : d.code]));
+    }
+  }
+  await Promise.all([a.ready, b.ready]);
+  // Until `name` sees an event `want` takes (looking from index `from` on).
+  const until = (name, want, from = 0) => new Promise((resolve) => {
+    const poll = () => seen[name].slice(from).some(want) ? resolve() : setTimeout(poll, 10);
+    poll();
+  });
+  await until("alice", ([t, d]) => t === "presence" && d[0] === "bob" && d[1] === "online");
+  await until("bob", ([t, d]) => t === "presence" && d[0] === "alice" && d[1] === "online");
+  const ack = await a.send(cid, "hello from alice");
+  await until("bob", ([t]) => t === "message");
+  await b.typing(cid, true);
+  await until("alice", ([t]) => t === "typing");
+  await b.read(cid, ack.seq);
+  await until("alice", ([t]) => t === "receipt");
+  const again = await a.send(cid, "again", { clientMsgId: ack.client_msg_id });
+  const mark = seen.alice.length;
+  await b.close();
+  await until("alice", ([t, d]) => t === "presence" && d[1] === "offline", mark);
+  await a.close();
+  return { ack: [ack.seq, again.seq, again.message_id === ack.message_id], seen,
+           states: [a.state, b.state] };
+}"""
+
+VISIBLE = """async ({ url, alice, dead }) => {
+  // A fake document and clock: the test decides what is visible and what time it is.
+  const page = new EventTarget();
+  page.visibilityState = "visible";
+  let skew = 0;
+  const now = () => Date.now() + skew;
+  const show = (state) => {
+    page.visibilityState = state;
+    page.dispatchEvent(new Event("visibilitychange"));
+  };
+  const sent = [];
+  let first = true;
+  class Recording extends WebSocket {
+    constructor(target, protocols) {
+      // The first attempt goes to a port where nothing listens: a real refused connection.
+      super(first ? dead : target, protocols);
+      first = false;
+    }
+    send(data) {
+      sent.push(JSON.parse(data).type);
+      super.send(data);
+    }
+  }
+  const states = [];
+  const c = hoomi.connect(url, {
+    token: alice, WebSocket: Recording,
+    settings: { now, random: () => 0.99, document: page, window: null,
+                backoff: { initial_ms: 60000, max_ms: 60000, multiplier: 2, jitter: "full",
+                           max_attempts: 50 } },
+  });
+  c.on("state", (d) => states.push([d.state, d.retryInMs === null ? null : d.retryInMs > 50000]));
+  const until = (want) => new Promise((resolve) => {
+    const poll = () => want() ? resolve() : setTimeout(poll, 10);
+    poll();
+  });
+  // Refused, then a backoff of about a minute: becoming visible tries at once.
+  await until(() => c.state === "backoff");
+  show("hidden");
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const hiddenState = c.state;
+  show("visible");
+  await c.ready;
+  // Live: hidden for longer than the heartbeat interval (the clock says so; the tab's
+  // throttled timers have not fired). Becoming visible pings at once.
+  sent.length = 0;
+  show("hidden");
+  skew += c.welcome.heartbeat_interval_ms + 1;
+  const whileHidden = [...sent];
+  show("visible");
+  const onVisible = [...sent];
+  await new Promise((resolve) => setTimeout(resolve, 300));  // the pong
+  show("visible");  // visible again, nothing quiet for long: no ping
+  const after = [...sent];
+  await c.close();
+  return { states, hiddenState, whileHidden, onVisible, after, state: c.state };
+}"""
+
+
+def in_chromium(origin: str, script: str, arg: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    """Run `script(arg)` in a page of `origin` (a `Files` server) that imported the client
+    as `hoomi`; return its result and the page's errors (uncaught or console). Playwright's
+    sync API, for a worker thread: the server under test runs on the test's Trio loop."""
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"console: {m.text}")
+                    if m.type == "error" and not m.text.startswith("WebSocket connection to ")
+                    else None
+                ),
+            )
+            page.goto(origin)
+            page.evaluate("async () => { window.hoomi = await import('./hoomi-client.js'); }")
+            result = page.evaluate(f"(arg) => ({script})(arg)", dict(arg))
+        finally:
+            browser.close()
+    return result, problems
+
+
+@needs_chromium
+@pytest.mark.timeout(90)
+async def test_two_browser_clients_chat_through_the_real_server(tmp_path: pathlib.Path) -> None:
+    files = Files()
+    try:
+        origin = files.url.rstrip("/")
+        async with running_server(tmp_path, allowed_origin=(origin,)) as hoomi:
+            dm = await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+            arg = {
+                "url": hoomi.url,
+                "alice": mint("alice"),
+                "bob": mint("bob"),
+                "cid": dm.conversation_id,
+            }
+            result, problems = await trio.to_thread.run_sync(in_chromium, files.url, CHAT, arg)
+    finally:
+        files.close()
+    assert problems == []
+    assert result["ack"] == [1, 1, True]  # the retried send (same client_msg_id) is the same
+    assert result["states"] == ["closed", "closed"]
+    # Presence comes from the query after welcome and from pushes, in an order that depends
+    # on which page connected first: alice is online before anything is sent.
+    bob = result["seen"]["bob"]
+    assert [e for e in bob if e[0] == "presence"][-1] == ["presence", ["alice", "online"]]
+    assert [e for e in bob if e[0] != "presence"] == [
+        ["state", "authenticating"],
+        ["state", "live"],
+        ["message", [1, "alice", "hello from alice"]],
+        ["receipt", ["bob", 1]],  # every member's sessions get it, the reader's too
+        ["state", "closed"],
+    ]
+    alice = result["seen"]["alice"]
+    assert alice[:2] == [["state", "authenticating"], ["state", "live"]]
+    assert [e for e in alice if e[0] == "message"] == [
+        ["message", [1, "alice", "hello from alice"]]
+    ]
+    assert [e for e in alice if e[0] in ("typing", "receipt")] == [
+        ["typing", ["bob", True]],
+        ["receipt", ["bob", 1]],
+        ["typing", ["bob", False]],  # bob's session ended: never stuck typing
+    ]
+    assert [e for e in alice if e[0] == "presence"][-1] == ["presence", ["bob", "offline"]]
+    assert alice[-1] == ["state", "closed"]
+    assert [e for e in alice if e[0] == "error"] == []
+
+
+@needs_chromium
+@pytest.mark.timeout(90)
+async def test_becoming_visible_checks_liveness_and_ends_a_backoff_at_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    files = Files()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    try:
+        origin = files.url.rstrip("/")
+        async with running_server(tmp_path, allowed_origin=(origin,)) as hoomi:
+            await hoomi.server.create_conversation(kind="direct", members=["alice", "bob"])
+            arg = {
+                "url": hoomi.url,
+                "alice": mint("alice"),
+                "dead": f"ws://127.0.0.1:{dead.getsockname()[1]}/",
+            }
+            result, problems = await trio.to_thread.run_sync(in_chromium, files.url, VISIBLE, arg)
+    finally:
+        dead.close()
+        files.close()
+    assert problems == []
+    assert result["states"] == [
+        ["backoff", True],  # refused; the next attempt about a minute away
+        ["connecting", None],  # … made at once when the tab became visible
+        ["authenticating", None],
+        ["live", None],
+        ["closed", None],
+    ]
+    assert result["hiddenState"] == "backoff"  # hidden: nothing happens early
+    assert result["whileHidden"] == []
+    assert result["onVisible"] == ["ping"]  # quiet for longer than the interval, by the clock
+    assert result["after"] == ["ping"]  # answered: no second ping, no reconnect
+    assert result["state"] == "closed"
 
 
 _EXPORT = re.compile(

@@ -12,8 +12,8 @@ a connection within 5 s of `connect`. So there are two ways to run it:
   machine (about 2.5 s to a connection), too slow on a loaded one;
 - through a host: ``python -m hoomi.web.adapter --host PATH`` starts Chromium once, listens
   on the Unix socket PATH, prints ``ready PATH`` and runs one session (a fresh browser
-  context) per connection until its stdin ends. With ``HOOMI_BROWSER_HOST=PATH`` set, this
-  adapter only relays (and never imports Playwright)::
+  context, its page loaded beforehand: `WARM`) per connection until its stdin ends. With
+  ``HOOMI_BROWSER_HOST=PATH`` set, this adapter only relays (and never imports Playwright)::
 
       kit ─ stdin ─→ adapter ─ bytes as they come ─→ host: a session's command lines
       kit ← stdout ─ adapter ← "o" + event line  ──── host
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 MAX_LINE = 1024 * 1024  # bytes of one command line
 HOST_ENV = "HOOMI_BROWSER_HOST"
 _HOST_LINE = 2 * MAX_LINE + 1024  # an event line, relayed from the host
+WARM = 6  # pages a host keeps loaded (the kit runs 4 scenarios at once; 2 reload meanwhile)
 
 
 async def lines(reader: asyncio.StreamReader, emit: Emit) -> AsyncIterator[bytes]:
@@ -93,7 +94,8 @@ async def host(path: str, transform: Transform | None = None) -> None:
     """Serve sessions on the Unix socket `path` until stdin ends."""
     from .browser import Chromium
 
-    async with Chromium(transform) as chromium:
+    async with Chromium(transform, warm=WARM) as chromium:
+        await chromium.warm_up()
 
         async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             def emit(kind: str, line: bytes) -> None:
@@ -103,6 +105,8 @@ async def host(path: str, transform: Transform | None = None) -> None:
             try:
                 await chromium.session(lines(reader, emit), emit)
                 await writer.drain()
+            except ConnectionError:
+                pass  # the relay went away (the kit ends an adapter it gave up on)
             finally:
                 writer.close()
 
