@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 from hoomi.web import adapter
 
-CLIENT = "hoomi-client.js"
+STREAMS = "hoomi-streams.js"
 
 
-def _patch(old: str, new: str, file: str = CLIENT) -> Callable[[str, str], str]:
+def _patch(old: str, new: str, file: str = STREAMS) -> Callable[[str, str], str]:
     def transform(name: str, text: str) -> str:
         if name != file:
             return text
