@@ -150,6 +150,7 @@ async def test_the_browser_client_passes_every_scenario_through_the_cli(
 
 @needs_chromium
 @pytest.mark.timeout(240)
+@pytest.mark.requirement("HOOMI-CLIENT-2")
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 async def test_a_broken_browser_client_fails_exactly_the_requirements_it_breaks(
     variant: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
@@ -235,6 +236,7 @@ VISIBLE = """async ({ url, alice, dead }) => {
   };
   const sent = [];
   let first = true;
+  let deaf = false;  // while set, frames from the server never reach the client: a dead line
   class Recording extends WebSocket {
     constructor(target, protocols) {
       // The first attempt goes to a port where nothing listens: a real refused connection.
@@ -244,6 +246,9 @@ VISIBLE = """async ({ url, alice, dead }) => {
     send(data) {
       sent.push(JSON.parse(data).type);
       super.send(data);
+    }
+    set onmessage(handler) {
+      super.onmessage = handler && ((message) => deaf || handler(message));
     }
   }
   const states = [];
@@ -276,8 +281,23 @@ VISIBLE = """async ({ url, alice, dead }) => {
   await new Promise((resolve) => setTimeout(resolve, 300));  // the pong
   show("visible");  // visible again, nothing quiet for long: no ping
   const after = [...sent];
+  // The line goes dead while hidden: the ping on becoming visible gets no answer, and the
+  // next time the tab is shown, an interval later by the clock, the connection is given up
+  // and (the backoff ending at once, as the tab is visible) made again.
+  deaf = true;
+  show("hidden");
+  skew += c.welcome.heartbeat_interval_ms + 1;
+  show("visible");
+  const pinged = [...sent];
+  show("hidden");
+  skew += c.welcome.heartbeat_interval_ms + 1;
+  show("visible");
+  const given = c.state;
+  deaf = false;
+  show("visible");
+  await until(() => c.state === "live");
   await c.close();
-  return { states, hiddenState, whileHidden, onVisible, after, state: c.state };
+  return { states, hiddenState, whileHidden, onVisible, after, pinged, given, state: c.state };
 }"""
 
 
@@ -309,6 +329,7 @@ def in_chromium(origin: str, script: str, arg: Mapping[str, Any]) -> tuple[Any, 
 
 @needs_chromium
 @pytest.mark.timeout(90)
+@pytest.mark.requirement("HOOMI-CLIENT-1", "HOOMI-SEND-3")
 async def test_two_browser_clients_chat_through_the_real_server(tmp_path: pathlib.Path) -> None:
     files = Files()
     try:
@@ -355,6 +376,7 @@ async def test_two_browser_clients_chat_through_the_real_server(tmp_path: pathli
 
 @needs_chromium
 @pytest.mark.timeout(90)
+@pytest.mark.requirement("HOOMI-LIVE-2", "HOOMI-LIVE-3")
 async def test_becoming_visible_checks_liveness_and_ends_a_backoff_at_once(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -380,12 +402,18 @@ async def test_becoming_visible_checks_liveness_and_ends_a_backoff_at_once(
         ["connecting", None],  # … made at once when the tab became visible
         ["authenticating", None],
         ["live", None],
+        ["backoff", True],  # the dead line given up
+        ["connecting", None],  # … and made again at once: the tab is visible
+        ["authenticating", None],
+        ["live", None],
         ["closed", None],
     ]
     assert result["hiddenState"] == "backoff"  # hidden: nothing happens early
     assert result["whileHidden"] == []
     assert result["onVisible"] == ["ping"]  # quiet for longer than the interval, by the clock
     assert result["after"] == ["ping"]  # answered: no second ping, no reconnect
+    assert result["pinged"] == ["ping", "ping"]  # quiet again by the clock
+    assert result["given"] == "backoff"  # no answer within an interval of that ping: dead
     assert result["state"] == "closed"
 
 
