@@ -37,6 +37,8 @@ from hoomi.conformance import Outcome
 from hoomi.conformance import Result as ScenarioResult
 from hoomi.conformance.kit import AdapterProcess, run_kit
 from hoomi.conformance.scenarios import scenarios
+from hoomi.protocol import ProtocolError, decode_server
+from hoomi.protocol.errors import ErrorCode
 from hoomi.web.adapter import HOST_ENV
 from hoomi.web.browser import Files, chromium_path
 
@@ -415,6 +417,63 @@ async def test_becoming_visible_checks_liveness_and_ends_a_backoff_at_once(
     assert result["pinged"] == ["ping", "ping"]  # quiet again by the clock
     assert result["given"] == "backoff"  # no answer within an interval of that ping: dead
     assert result["state"] == "closed"
+
+
+DECODE = """async ({ texts }) => texts.map((text) => {
+  const decoded = hoomi.decodeServerFrame(text);
+  return "frame" in decoded ? "frame" : "unknown" in decoded ? "unknown" : "problem";
+})"""
+WRONG: Final[tuple[object, ...]] = (None, "", -1, 1.5, 2**53, [], {}, "x" * 300, True)
+
+
+def _variants(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """`message`, and it with each field (and each field of an object field) dropped or
+    replaced by each of `WRONG`."""
+    out = [message]
+    for key, value in message.items():
+        out.append({k: v for k, v in message.items() if k != key})
+        out += [{**message, key: wrong} for wrong in WRONG]
+        if isinstance(value, dict):
+            out += [{**message, key: inner} for inner in _variants(value)[1:]]
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            out += [{**message, key: [inner, *value[1:]]} for inner in _variants(value[0])[1:]]
+    return out
+
+
+def python_verdict(text: str) -> str:
+    try:
+        decode_server(text)
+    except ProtocolError as error:
+        return "unknown" if error.code is ErrorCode.UNKNOWN_TYPE else "problem"
+    return "frame"
+
+
+@needs_chromium
+@pytest.mark.timeout(90)
+@pytest.mark.requirement("HOOMI-WIRE-4")
+async def test_the_js_decoder_agrees_with_the_python_codec_on_every_server_frame() -> None:
+    examples = sorted((TESTS.parent / "spec" / "v1" / "examples" / "valid").glob("*.json"))
+    messages = [
+        data["message"]
+        for data in (orjson.loads(path.read_bytes()) for path in examples)
+        if data["direction"] == "server"
+    ]
+    assert len(messages) >= 20
+    texts = ["not JSON {", "[1]", "null", '{"type": 5}', '{"type": "future_event"}', "{}"]
+    texts += ['{"type": "constructor"}', '{"type": "__proto__"}', '{"type": "toString"}']
+    texts += [orjson.dumps(v).decode() for message in messages for v in _variants(message)]
+    files = Files()
+    try:
+        verdicts, problems = await trio.to_thread.run_sync(
+            in_chromium, files.url, DECODE, {"texts": texts}
+        )
+    finally:
+        files.close()
+    assert problems == []
+    expected = [python_verdict(text) for text in texts]
+    differ = [(t, e, j) for t, e, j in zip(texts, expected, verdicts, strict=True) if e != j]
+    assert differ == [], f"{len(differ)} of {len(texts)} differ, e.g. {differ[:5]}"
+    assert {"frame", "unknown", "problem"} == set(expected)
 
 
 _EXPORT = re.compile(
