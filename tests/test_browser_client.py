@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import re
 import socket
 import subprocess
@@ -33,12 +34,14 @@ from typer.testing import CliRunner, Result
 import errorlog
 from harness import mint, running_server
 from hoomi.cli import conformance as cli
+from hoomi.client.streams import Step, Streams
 from hoomi.conformance import Outcome
 from hoomi.conformance import Result as ScenarioResult
 from hoomi.conformance.kit import AdapterProcess, run_kit
 from hoomi.conformance.scenarios import scenarios
 from hoomi.protocol import ProtocolError, decode_server
 from hoomi.protocol.errors import ErrorCode
+from hoomi.protocol.messages import ChatMessage
 from hoomi.web.adapter import HOST_ENV
 from hoomi.web.browser import Files, chromium_path
 
@@ -474,6 +477,94 @@ async def test_the_js_decoder_agrees_with_the_python_codec_on_every_server_frame
     differ = [(t, e, j) for t, e, j in zip(texts, expected, verdicts, strict=True) if e != j]
     assert differ == [], f"{len(differ)} of {len(texts)} differ, e.g. {differ[:5]}"
     assert {"frame", "unknown", "problem"} == set(expected)
+
+
+STREAMS = """async ({ runs }) => runs.map((ops) => {
+  const streams = new hoomi.Streams({ c1: 0 }, { holdMax: 3 });
+  const chat = (seq) => ({ conversation_id: "c1", seq, message_id: `m${seq}`, sender_id: "u",
+                           kind: "user", text: `${seq}`, sent_at: 1 });
+  return ops.map(([op, a, b]) => {
+    const step = op === "message" ? streams.message(chat(a))
+      : op === "gap" ? streams.gap("c1", a)
+      : op === "page" ? streams.page(a, b.map(chat))
+      : (streams.disconnected(), { deliver: [], requests: [], problems: [] });
+    return [step.deliver.map((m) => m.seq), step.requests.map((r) => [r.id, r.after_seq]),
+            step.problems.length];
+  });
+})"""
+
+
+def python_streams_run(seed: int) -> tuple[list[list[Any]], list[list[Any]]]:
+    """A random run of the SDK's `Streams` against a simulated server (messages live and
+    repeated, seq jumps, resume gaps, history pages, empty ones, disconnects): the inputs
+    and what each produced."""
+    rng = random.Random(seed)
+    streams = Streams({"c1": 0}, hold_max=3)
+    latest = 0
+    fills: list[tuple[str, int]] = []
+    ops: list[list[Any]] = []
+    outputs: list[list[Any]] = []
+
+    def chat(seq: int) -> ChatMessage:
+        return ChatMessage(
+            conversation_id="c1", seq=seq, message_id=f"m{seq}", sender_id="u", kind="user",
+            text=f"{seq}", sent_at=1,
+        )  # fmt: skip
+
+    for _ in range(80):
+        draw = rng.random()
+        if draw < 0.5:
+            seq = rng.randint(max(1, latest - 3), latest + 3)
+            latest = max(latest, seq)
+            op: list[Any] = ["message", seq]
+            step = streams.message(chat(seq))
+        elif draw < 0.6:
+            latest += rng.randint(0, 6)
+            op = ["gap", latest]
+            step = streams.gap("c1", latest)
+        elif draw < 0.95 and fills:
+            request_id, after = fills.pop(0)
+            empty = rng.random() < 0.1  # a server that has nothing after `after`
+            seqs = [] if empty else list(range(after + 1, min(latest, after + 4) + 1))
+            op = ["page", request_id, seqs]
+            step = streams.page(request_id, [chat(seq) for seq in seqs])
+        else:
+            op = ["disconnected"]
+            fills.clear()
+            streams.disconnected()
+            step = Step()
+        fills += [(r.id, r.after_seq or 0) for r in step.requests]
+        ops.append(op)
+        outputs.append(
+            [
+                [m.seq for m in step.deliver],
+                [[r.id, r.after_seq] for r in step.requests],
+                len(step.problems),
+            ]
+        )
+    return ops, outputs
+
+
+@needs_chromium
+@pytest.mark.timeout(90)
+@pytest.mark.requirement("HOOMI-CLIENT-2")
+async def test_the_js_streams_do_what_the_sdks_do_on_random_runs() -> None:
+    runs = [python_streams_run(seed) for seed in range(200)]
+    files = Files()
+    try:
+        outputs, problems = await trio.to_thread.run_sync(
+            in_chromium, files.url, STREAMS, {"runs": [ops for ops, _ in runs]}
+        )
+    finally:
+        files.close()
+    assert problems == []
+    for seed, ((ops, expected), got) in enumerate(zip(runs, outputs, strict=True)):
+        assert got == expected, (seed, ops)
+    # The runs went everywhere: held and filled, duplicates, empty pages.
+    steps = [step for _, expected in runs for step in expected]
+    assert any(len(deliver) > 1 for deliver, _, _ in steps)
+    assert any(problems for _, _, problems in steps)
+    assert sum(len(requests) for _, requests, _ in steps) > 200
 
 
 _EXPORT = re.compile(
