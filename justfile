@@ -27,12 +27,15 @@ lint:
 test *args: lint
     {{bin}}/python tools/gendocs.py --check
     {{bin}}/python tools/tracegen.py --check
+    {{bin}}/python tools/genjs.py --check
     {{bin}}/python -m pytest -n 2 {{args}}
 
-# Regenerate docs/protocol.md and docs/state-machine.mmd from spec/, and docs/traceability.md.
+# Regenerate docs/protocol.md and docs/state-machine.mmd from spec/, docs/traceability.md,
+# and the browser client's spec data (src/hoomi/web/client-state-machine.js).
 docs:
     {{bin}}/python tools/gendocs.py
     {{bin}}/python tools/tracegen.py
+    {{bin}}/python tools/genjs.py
 
 # Install what the benchmarks need beyond dev: the Python peers, uvloop, matplotlib, py-spy,
 # and the Node peers (ws, socket.io) from bench/peers/node/package-lock.json.
